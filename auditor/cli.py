@@ -1,0 +1,305 @@
+"""The command line: the only place that touches the terminal, user-chosen files and exit codes.
+
+Exit codes: 0 clean, 1 findings at or above --fail-on (or a failed verify), 2 incomplete
+audit with --fail-on-incomplete, 3 usage or input error, 4 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .audit import Report, run_audit
+from .engine import Registry, Severity, discover
+from .errors import AuditorError, InputError
+from .gateways import builtin_profiles, load_profile_file
+from .snapshot import (
+    DEFAULT_MAX_FILE_BYTES,
+    import_export_folder,
+    open_source,
+    verify_snapshot,
+    write_snapshot,
+)
+
+EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3, 4
+DEMO_PARTS = ("share", "mailflow-auditor", "examples", "contoso")
+
+
+def _terminal_safe(text: str) -> str:
+    """Strip what could drive the terminal (escape sequences, bidi overrides) from tenant text."""
+    from reports.render import visible
+
+    return visible(text).replace("\n", " ")
+
+
+def demo_folder() -> Path:
+    """The bundled demo tenant: installed data files, or the source checkout's examples/."""
+    candidates = [Path(sys.prefix).joinpath(*DEMO_PARTS),
+                  Path(__file__).resolve().parent.parent / "examples" / "contoso"]
+    for candidate in candidates:
+        if (candidate / "Get-TransportRule.json").is_file():
+            return candidate
+    raise InputError("the demo tenant is not installed (looked in "
+                     + ", ".join(str(c) for c in candidates) + ")")
+
+
+def _registry() -> Registry:
+    registry = discover()
+    if not registry.checks:
+        raise AuditorError("no checks are registered: install the package (pip install -e .) "
+                           "so its entry points exist")
+    return registry
+
+
+def _formats(value: str | None) -> list[str]:
+    from reports.render import FORMATS
+
+    if not value:
+        return list(FORMATS)
+    chosen = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown:
+        raise click.BadParameter(f"unknown format {', '.join(unknown)}; choose from "
+                                 f"{', '.join(FORMATS)}", param_hint="--format")
+    return chosen
+
+
+def _severity(value: str) -> Severity | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return Severity(value.lower())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use none, info, low, medium, high or critical",
+                                 param_hint="--fail-on") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailflow-audit")
+def cli() -> None:
+    """Audit a Microsoft 365 tenant behind a secure email gateway: can mail get around it?"""
+
+
+@cli.command()
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--demo", is_flag=True, help="Audit the bundled demo tenant (Contoso behind Mimecast).")
+@click.option("--gateway", default="auto", show_default=True,
+              help="Gateway profile to assume (see `gateways list`), or auto to detect it.")
+@click.option("--gateway-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Your own gateway profile (TOML), e.g. per-customer IP ranges.")
+@click.option("--format", "formats", help="Comma-separated report formats: html,md,json "
+              "(default: all with --out, a summary on the terminal without).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder to write report.html / report.md / report.json into.")
+@click.option("--fail-on", default="none", show_default=True,
+              help="Exit 1 when a finding (fail or warn) is at or above this severity.")
+@click.option("--fail-on-incomplete", is_flag=True,
+              help="Exit 2 when any check could not be evaluated.")
+@click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES,
+              show_default=True, help="Largest evidence file read, in bytes.")
+@click.option("--debug", is_flag=True, help="Re-raise a crashing check instead of reporting it.")
+def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | None,
+          formats: str | None, out: Path | None, fail_on: str, fail_on_incomplete: bool,
+          max_file_size: int, debug: bool) -> None:
+    """Audit SOURCE: an export folder or a snapshot (folder or .zip)."""
+    threshold = _severity(fail_on)
+    chosen = _formats(formats)
+    if demo == (source is not None):
+        raise click.UsageError("give either SOURCE or --demo")
+    path = demo_folder() if demo else source
+    assert path is not None
+    snapshot = open_source(path, max_file_bytes=max_file_size)
+    user_profile = load_profile_file(gateway_file) if gateway_file else None
+    report = run_audit(snapshot, _registry(), gateway=gateway, user_profile=user_profile,
+                       debug=debug)
+    _emit(report, chosen, out, explicit=formats is not None)
+    if threshold is not None and report.worst(threshold):
+        sys.exit(EXIT_FINDINGS)
+    if fail_on_incomplete and report.incomplete:
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _emit(report: Report, formats: list[str], out: Path | None, *, explicit: bool) -> None:
+    from reports.render import EXTENSIONS, render
+
+    data = report.to_json()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt in formats:
+            target = out / f"report.{EXTENSIONS[fmt]}"
+            target.write_text(render(data, fmt), encoding="utf-8")
+            click.echo(f"wrote {target}", err=True)
+        _summary(report)
+        return
+    if explicit and len(formats) == 1:
+        click.echo(render(data, formats[0]), nl=False)
+        return
+    _summary(report)
+
+
+def _summary(report: Report) -> None:
+    counts = report.counts()
+    tenant = report.snapshot.tenant
+    name = tenant.get("display_name") or tenant.get("organization") or "tenant"
+    click.echo(f"{_terminal_safe(str(name))}: gateway {report.gateway.names} "
+               f"({report.gateway.mode}); snapshot {report.snapshot.snapshot_id[:16]}", err=True)
+    status = ", ".join(f"{v} {k}" for k, v in counts["by_status"].items() if v)
+    click.echo(f"results: {status}", err=True)
+    findings = sorted(report.findings, key=lambda f: -f.severity.rank)
+    for finding in findings:
+        if finding.status.is_finding:
+            click.echo(f"  [{finding.severity.value.upper()}] {finding.status.value} "
+                       f"{finding.check_id} {_terminal_safe(finding.resource)}: "
+                       f"{_terminal_safe(finding.message)}", err=True)
+    incomplete = [f for f in report.findings if f.status.is_incomplete]
+    if incomplete or report.problems:
+        click.echo(f"incomplete: {len(incomplete)} result(s) not evaluated; "
+                   f"{len(report.problems)} plugin problem(s)", err=True)
+        for problem in report.problems:
+            click.echo(f"  plugin {problem.source}: {_terminal_safe(problem.message)}", err=True)
+
+
+@cli.command("import")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Snapshot to write: a new folder, or a file ending in .zip.")
+@click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES,
+              show_default=True, help="Largest evidence file read, in bytes.")
+def import_(export_dir: Path, out: Path, max_file_size: int) -> None:
+    """Turn an export folder into a hashed snapshot."""
+    snapshot = import_export_folder(export_dir, max_file_bytes=max_file_size)
+    write_snapshot(snapshot, out)
+    for item in snapshot.items:
+        detail = f"{item.objects} objects" if item.objects is not None else (item.error or "")
+        click.echo(f"  {item.state.value:8} {item.key}: {_terminal_safe(detail)}", err=True)
+    for extra in snapshot.extras:
+        click.echo(f"  kept     {_terminal_safe(extra.path)} (not evidence)", err=True)
+    click.echo(f"snapshot {snapshot.snapshot_id} written to {out}")
+
+
+@cli.command()
+@click.argument("snapshot", type=click.Path(path_type=Path))
+def verify(snapshot: Path) -> None:
+    """Recompute every hash of SNAPSHOT and name what changed, went missing or was added."""
+    result = verify_snapshot(snapshot)
+    for path in result.changed:
+        click.echo(f"changed: {_terminal_safe(path)}")
+    for path in result.missing:
+        click.echo(f"missing: {_terminal_safe(path)}")
+    for path in result.added:
+        click.echo(f"added: {_terminal_safe(path)}")
+    for problem in result.problems:
+        click.echo(f"manifest: {problem}")
+    if not result.ok:
+        sys.exit(EXIT_FINDINGS)
+    click.echo(f"ok: {result.checked} files match the manifest")
+
+
+@cli.group()
+def checks() -> None:
+    """List and explain the registered checks."""
+
+
+@checks.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def checks_list(fmt: str) -> None:
+    """Every registered check with its metadata."""
+    registry = _registry()
+    if fmt == "json":
+        data: dict[str, Any] = {
+            "checks": [c.meta.to_json() for c in registry.checks],
+            "problems": [{"source": p.source, "message": p.message} for p in registry.problems],
+        }
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for chk in registry.checks:
+        click.echo(f"{chk.id:10} {chk.meta.severity.value:8} {chk.meta.title}")
+    for problem in registry.problems:
+        click.echo(f"plugin problem: {problem.source}: {problem.message}", err=True)
+
+
+@checks.command("explain")
+@click.argument("check_id")
+def checks_explain(check_id: str) -> None:
+    """Everything known about one check: why, how to fix, references, mappings."""
+    registry = _registry()
+    chk = registry.get(check_id)
+    if chk is None:
+        raise InputError(f"no check {check_id!r}; run `mailflow-audit checks list`")
+    meta = chk.meta
+    wrap = textwrap.TextWrapper(width=92, initial_indent="  ", subsequent_indent="  ")
+    click.echo(f"{meta.id}: {meta.title}\nseverity: {meta.severity.value}")
+    click.echo("requires: " + ", ".join(meta.requires)
+               + (f"; uses if present: {', '.join(meta.uses)}" if meta.uses else ""))
+    click.echo("\nWhy it matters:\n" + wrap.fill(meta.rationale))
+    click.echo("\nRemediation:\n" + wrap.fill(meta.remediation.text))
+    if meta.remediation.powershell:
+        click.echo(textwrap.indent(meta.remediation.powershell, "    "))
+    if meta.references:
+        click.echo("\nReferences:")
+        for ref in meta.references:
+            click.echo(f"  - {ref.title}: {ref.url}")
+    mapped = [(label, ids) for label, ids in (("MITRE ATT&CK", meta.mappings.attack),
+                                               ("CIS M365", meta.mappings.cis),
+                                               ("CISA SCuBA", meta.mappings.scuba)) if ids]
+    if mapped:
+        click.echo("\nMappings:")
+        for label, ids in mapped:
+            click.echo(f"  {label}: {', '.join(ids)}")
+
+
+@cli.group()
+def gateways() -> None:
+    """The gateway profiles shipped with the tool."""
+
+
+@gateways.command("list")
+def gateways_list() -> None:
+    """Every shipped gateway profile, with its range sources."""
+    for profile in builtin_profiles():
+        ranges = sum(len(g.ranges) for g in profile.range_groups)
+        dates = sorted({g.provenance.as_of.isoformat() for g in profile.range_groups
+                        if g.provenance.as_of})
+        when = f", ranges as of {dates[0]}..{dates[-1]}" if dates else ""
+        click.echo(f"{profile.id:24} {profile.name} ({profile.deployment}; {ranges} ranges{when})")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"mailflow-audit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: maps every error to its exit code, without a traceback."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="mailflow-audit",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        hint = f"\n{exc.ctx.get_usage()}" if exc.ctx else ""
+        _fail(f"{exc.format_message()}{hint}", EXIT_INPUT)
+    except click.Abort:
+        _fail("aborted", EXIT_INPUT)
+    except InputError as exc:
+        _fail(str(exc), EXIT_INPUT)
+    except AuditorError as exc:
+        if debug:
+            raise
+        _fail(str(exc), EXIT_INTERNAL)
+    except (KeyboardInterrupt, BrokenPipeError):
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+              EXIT_INTERNAL)

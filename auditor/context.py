@@ -1,0 +1,94 @@
+"""What a check sees: the evidence it declared, the gateway in front of the tenant, the time.
+
+``as_of`` is the time the evidence was collected, not the time of the audit, so an old
+snapshot audited today gives the same result it gave the day it was taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar, cast
+
+from . import models
+from .errors import UndeclaredEvidenceError
+from .evidence import EvidenceStore
+from .gateways import GatewayContext
+from .models import ExoObject
+
+M = TypeVar("M", bound=ExoObject)
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    evidence: EvidenceStore
+    gateway: GatewayContext
+    as_of: datetime
+
+
+class CheckContext:
+    """A read-only view limited to the evidence a check listed in ``requires``."""
+
+    def __init__(self, audit: AuditContext, requires: Iterable[str], uses: Iterable[str] = ()) -> None:
+        self._audit = audit
+        self._allowed = frozenset(requires) | frozenset(uses)
+
+    def available(self, key: str) -> bool:
+        """Whether declared evidence (required or optional) is usable in this snapshot."""
+        if key not in self._allowed:
+            raise UndeclaredEvidenceError(f"the check asked for {key} without declaring it")
+        return self._audit.evidence.get(key).state.usable
+
+    @property
+    def gateway(self) -> GatewayContext:
+        return self._audit.gateway
+
+    @property
+    def as_of(self) -> datetime:
+        return self._audit.as_of
+
+    def objects(self, key: str, model: type[M]) -> tuple[M, ...]:
+        if key not in self._allowed:
+            raise UndeclaredEvidenceError(f"the check read {key} without declaring it in requires")
+        return cast(tuple[M, ...], self._audit.evidence.get(key).items)
+
+    @property
+    def transport_rules(self) -> tuple[models.TransportRule, ...]:
+        return self.objects("Get-TransportRule", models.TransportRule)
+
+    @property
+    def inbound_connectors(self) -> tuple[models.InboundConnector, ...]:
+        return self.objects("Get-InboundConnector", models.InboundConnector)
+
+    @property
+    def outbound_connectors(self) -> tuple[models.OutboundConnector, ...]:
+        return self.objects("Get-OutboundConnector", models.OutboundConnector)
+
+    @property
+    def accepted_domains(self) -> tuple[models.AcceptedDomain, ...]:
+        return self.objects("Get-AcceptedDomain", models.AcceptedDomain)
+
+    @property
+    def organization_config(self) -> models.OrganizationConfig | None:
+        found = self.objects("Get-OrganizationConfig", models.OrganizationConfig)
+        return found[0] if found else None
+
+    @property
+    def connection_filter_policies(self) -> tuple[models.HostedConnectionFilterPolicy, ...]:
+        return self.objects("Get-HostedConnectionFilterPolicy", models.HostedConnectionFilterPolicy)
+
+    def is_internal_address(self, address: str) -> bool:
+        """Whether an address is in one of the tenant's accepted domains (or their subdomains
+        where ``MatchSubDomains`` is set)."""
+        domain = address.rsplit("@", 1)[-1].lower().rstrip(".")
+        for accepted in self.accepted_domains:
+            name = (accepted.DomainName or "").lower().rstrip(".")
+            if not name:
+                continue
+            if name.startswith("*."):
+                if domain.endswith(name[1:]):
+                    return True
+            elif domain == name or (accepted.MatchSubDomains and domain.endswith("." + name)):
+                return True
+        return False

@@ -1,0 +1,376 @@
+"""Checks: how they are declared, found, validated and run in isolation.
+
+A check is a small function decorated with :func:`check`, which attaches its metadata. It
+receives an :class:`~auditor.context.CheckContext` and yields :class:`Result` objects, one per
+resource examined, passes included. The engine turns results into findings, and turns
+missing evidence, unreadable objects, crashes and silence into explicit findings: nothing
+becomes a pass by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import re
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckDefinitionError, UndeclaredEvidenceError
+from .evidence import SPECS, State
+from .models import EvidenceRef
+
+if TYPE_CHECKING:
+    from .context import AuditContext, CheckContext
+
+ENTRY_POINT_GROUP = "mailflow_auditor.checks"
+CHECK_ID = re.compile(r"^[A-Z][A-Z0-9]{1,9}-\d{3}$")
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {
+    Severity.CRITICAL: 4,
+    Severity.HIGH: 3,
+    Severity.MEDIUM: 2,
+    Severity.LOW: 1,
+    Severity.INFO: 0,
+}
+
+
+class Status(StrEnum):
+    PASS = "pass"  # noqa: S105 - a status, not a password
+    FAIL = "fail"
+    WARN = "warn"
+    NOT_EVALUATED = "not_evaluated"
+    ERROR = "error"
+
+    @property
+    def is_finding(self) -> bool:
+        """Statuses that report a problem with the tenant (counted by --fail-on)."""
+        return self in (Status.FAIL, Status.WARN)
+
+    @property
+    def is_incomplete(self) -> bool:
+        return self in (Status.NOT_EVALUATED, Status.ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remediation:
+    text: str
+    powershell: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Mappings:
+    """Framework ids; empty where no control exists (never invented)."""
+
+    attack: tuple[str, ...] = ()
+    cis: tuple[str, ...] = ()
+    scuba: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckMeta:
+    id: str
+    title: str
+    severity: Severity
+    rationale: str
+    remediation: Remediation
+    requires: tuple[str, ...]
+    uses: tuple[str, ...] = ()  # optional evidence: read when usable, its absence is noted
+    references: tuple[Reference, ...] = ()
+    mappings: Mappings = field(default_factory=Mappings)
+    needs_gateway: bool = False  # not evaluated when no gateway is known
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "severity": self.severity.value,
+            "rationale": self.rationale,
+            "remediation": {"text": self.remediation.text, "powershell": self.remediation.powershell},
+            "references": [{"title": r.title, "url": r.url} for r in self.references],
+            "requires": list(self.requires),
+            "uses": list(self.uses),
+            "needs_gateway": self.needs_gateway,
+            "mappings": {
+                "attack": list(self.mappings.attack),
+                "cis": list(self.mappings.cis),
+                "scuba": list(self.mappings.scuba),
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a check says about one resource."""
+
+    status: Status
+    resource: str
+    message: str
+    evidence: tuple[EvidenceRef, ...] = ()
+    severity: Severity | None = None  # overrides the check's default
+    key: str = ""  # distinguishes several results about one resource (for the fingerprint)
+
+
+def result(status: Status, resource: str, message: str, *evidence: EvidenceRef,
+           severity: Severity | None = None, key: str = "") -> Result:
+    return Result(status, resource, message, tuple(evidence), severity, key)
+
+
+CheckFunc = Callable[["CheckContext"], Iterable[Result]]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    meta: CheckMeta
+    func: CheckFunc
+    origin: str = "builtin"
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+def check(
+    *,
+    id: str,
+    title: str,
+    severity: Severity,
+    rationale: str,
+    remediation: Remediation,
+    requires: tuple[str, ...],
+    uses: tuple[str, ...] = (),
+    references: tuple[Reference, ...] = (),
+    mappings: Mappings | None = None,
+    needs_gateway: bool = False,
+) -> Callable[[CheckFunc], Check]:
+    """Declare a check: the function and its metadata, side by side."""
+
+    def wrap(func: CheckFunc) -> Check:
+        meta = CheckMeta(id=id, title=title, severity=severity, rationale=rationale,
+                         remediation=remediation, requires=requires, uses=uses,
+                         references=references,
+                         mappings=mappings or Mappings(), needs_gateway=needs_gateway)
+        return Check(meta=meta, func=func, origin=func.__module__)
+
+    return wrap
+
+
+def validate(check_obj: Check) -> None:
+    """Raise CheckDefinitionError when a check breaks the metadata contract."""
+    meta = check_obj.meta
+    problems = []
+    if not CHECK_ID.match(meta.id):
+        problems.append(f"id {meta.id!r} is not like ABC-123")
+    for name in ("title", "rationale"):
+        if not getattr(meta, name).strip():
+            problems.append(f"{name} is empty")
+    if not meta.remediation.text.strip():
+        problems.append("remediation text is empty")
+    if not isinstance(meta.severity, Severity):
+        problems.append("severity is not a Severity")
+    if not meta.requires:
+        problems.append("requires lists no evidence")
+    unknown = [key for key in meta.requires + meta.uses if key not in SPECS]
+    if unknown:
+        problems.append(f"requires unknown evidence {unknown}")
+    if problems:
+        raise CheckDefinitionError(f"check {meta.id!r} ({check_obj.origin}): " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class PluginProblem:
+    """A check or plugin that could not be loaded; reported, never fatal."""
+
+    source: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    checks: tuple[Check, ...]
+    problems: tuple[PluginProblem, ...] = ()
+
+    def get(self, check_id: str) -> Check | None:
+        wanted = check_id.strip().upper()
+        return next((c for c in self.checks if c.id == wanted), None)
+
+
+def _flatten(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, Check):
+        yield obj
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            yield from _flatten(item)
+    else:
+        yield obj
+
+
+def discover(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> Registry:
+    """Load every check registered under the ``mailflow_auditor.checks`` entry-point group.
+
+    A plugin that fails to import, yields something that is not a check, breaks the
+    metadata contract or reuses an id is reported in ``problems``; the others still load.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    checks: dict[str, Check] = {}
+    problems: list[PluginProblem] = []
+    for ep in sorted(entry_points, key=lambda e: (e.name != "builtin", e.name)):
+        label = f"entry point {ep.name} = {ep.value}"
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the audit
+            problems.append(PluginProblem(label, f"failed to load: {type(exc).__name__}: {exc}"))
+            continue
+        for item in _flatten(loaded):
+            if not isinstance(item, Check):
+                problems.append(PluginProblem(label, f"{item!r} is not a check"))
+                continue
+            try:
+                validate(item)
+            except CheckDefinitionError as exc:
+                problems.append(PluginProblem(label, str(exc)))
+                continue
+            if item.id in checks:
+                problems.append(PluginProblem(label, f"check id {item.id} is already registered "
+                                                     f"by {checks[item.id].origin}; ignored"))
+                continue
+            checks[item.id] = item
+    return Registry(checks=tuple(sorted(checks.values(), key=lambda c: c.id)),
+                    problems=tuple(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check_id: str
+    title: str
+    severity: Severity
+    status: Status
+    resource: str
+    message: str
+    evidence: tuple[EvidenceRef, ...]
+    fingerprint: str
+
+
+def fingerprint(check_id: str, resource: str, key: str) -> str:
+    """Stable across runs: depends on what was examined, not on what was found."""
+    return hashlib.sha256(f"{check_id}\x1f{resource}\x1f{key}".encode()).hexdigest()[:20]
+
+
+def _finding(meta: CheckMeta, res: Result) -> Finding:
+    return Finding(
+        check_id=meta.id,
+        title=meta.title,
+        severity=res.severity or meta.severity,
+        status=res.status,
+        resource=res.resource,
+        message=res.message,
+        evidence=res.evidence,
+        fingerprint=fingerprint(meta.id, res.resource, res.key),
+    )
+
+
+def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+    results = []
+    for key in meta.requires:
+        collection = ctx.evidence.get(key)
+        if collection.state.usable:
+            continue
+        state = collection.state.value
+        results.append(Result(
+            status=Status.NOT_EVALUATED,
+            resource=key,
+            message=f"not evaluated: {key} is {state}: {collection.reason}",
+            evidence=(EvidenceRef(file=f"exo/{key}.json", pointer="", observed=state,
+                                  note=collection.reason),),
+            key=f"evidence:{key}",
+        ))
+    return results
+
+
+def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+    """Objects the check could not see: rejected objects and partial collections."""
+    results = []
+    for key in meta.requires:
+        collection = ctx.evidence.get(key)
+        for rejected in collection.rejected:
+            results.append(Result(
+                status=Status.NOT_EVALUATED,
+                resource=rejected.name,
+                message=f"not evaluated: this object of {key} could not be read: {rejected.reason}",
+                evidence=(EvidenceRef(file=rejected.source.file, pointer=rejected.source.pointer,
+                                      note=rejected.reason),),
+                key=f"rejected:{rejected.source.pointer}",
+            ))
+        if collection.state is State.PARTIAL:
+            results.append(Result(
+                status=Status.NOT_EVALUATED,
+                resource=key,
+                message=f"incomplete: {key} holds only part of the results ({collection.reason}); "
+                        "objects not collected were not examined",
+                evidence=(EvidenceRef(file=f"exo/{key}.json", pointer="", note=collection.reason),),
+                key=f"partial:{key}",
+            ))
+    return results
+
+
+def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
+    """Run one check in isolation and return its findings (never raises unless ``debug``)."""
+    from .context import CheckContext
+
+    meta = chk.meta
+    blocked = _unusable_evidence(meta, ctx)
+    if blocked:
+        return [_finding(meta, r) for r in blocked]
+    if meta.needs_gateway and not ctx.gateway.detected:
+        hints = "; ".join(c.description for c in ctx.gateway.hints()[:3])
+        message = ("not evaluated: no third-party gateway was detected from connectors or smart "
+                   "hosts; name it with --gateway NAME or --gateway-file FILE")
+        if hints:
+            message += f" (hints: {hints})"
+        return [_finding(meta, Result(Status.NOT_EVALUATED, "gateway", message, key="gateway"))]
+    view = CheckContext(ctx, meta.requires, meta.uses)
+    try:
+        results = list(chk.func(view))
+        if not results:
+            results = [Result(Status.ERROR, meta.id,
+                              "error: the check examined nothing and reported nothing; "
+                              "this is a defect in the check", key="silent")]
+    except Exception as exc:
+        if debug:
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        detail = "" if isinstance(exc, UndeclaredEvidenceError) else (
+            f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
+        results = [Result(Status.ERROR, meta.id,
+                          f"error: the check crashed: {type(exc).__name__}: {exc}{detail}",
+                          key="crash")]
+    return [_finding(meta, r) for r in results + _coverage_gaps(meta, ctx)]
+
+
+def run_checks(checks: Iterable[Check], ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
+    findings: list[Finding] = []
+    for chk in checks:
+        findings.extend(run_check(chk, ctx, debug=debug))
+    return findings

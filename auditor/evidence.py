@@ -1,0 +1,155 @@
+"""The evidence catalogue and the parsed, read-only view of one snapshot's evidence.
+
+An evidence item is one cmdlet's output (one file). Its state says whether checks may use
+it: only ``ok`` and ``partial`` items are parsed; ``missing``, ``denied`` and ``error`` carry
+the reason that every check needing them reports as *not evaluated*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from . import models
+from .errors import EvidenceError
+from .models import ExoObject, Rejected
+from .psjson import parse_document
+
+EXO_DIR = "exo"
+
+
+class State(StrEnum):
+    OK = "ok"
+    PARTIAL = "partial"  # some results were not collected (a page link not followed)
+    MISSING = "missing"
+    DENIED = "denied"
+    ERROR = "error"
+
+    @property
+    def usable(self) -> bool:
+        return self in (State.OK, State.PARTIAL)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSpec:
+    """One kind of evidence: its key (the export file's stem) and the model it yields."""
+
+    key: str
+    model: type[ExoObject]
+    single: bool = False  # the cmdlet returns one object (organisation-wide settings)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.key}.json"
+
+    @property
+    def path(self) -> str:
+        """Where the raw file lives inside a snapshot."""
+        return f"{EXO_DIR}/{self.filename}"
+
+
+CATALOG: tuple[EvidenceSpec, ...] = (
+    EvidenceSpec("Get-TransportRule", models.TransportRule),
+    EvidenceSpec("Get-InboundConnector", models.InboundConnector),
+    EvidenceSpec("Get-OutboundConnector", models.OutboundConnector),
+    EvidenceSpec("Get-AcceptedDomain", models.AcceptedDomain),
+    EvidenceSpec("Get-RemoteDomain", models.RemoteDomain),
+    EvidenceSpec("Get-OrganizationConfig", models.OrganizationConfig, single=True),
+    EvidenceSpec("Get-TransportConfig", models.TransportConfig, single=True),
+    EvidenceSpec("Get-HostedConnectionFilterPolicy", models.HostedConnectionFilterPolicy),
+    EvidenceSpec("Get-HostedContentFilterPolicy", models.HostedContentFilterPolicy),
+    EvidenceSpec("Get-HostedOutboundSpamFilterPolicy", models.HostedOutboundSpamFilterPolicy),
+    EvidenceSpec("Get-JournalRule", models.JournalRule),
+    EvidenceSpec("Get-DkimSigningConfig", models.DkimSigningConfig),
+    EvidenceSpec("Get-TenantAllowBlockListItems-Sender", models.TenantAllowBlockListItem),
+    EvidenceSpec("Get-TenantAllowBlockListItems-Url", models.TenantAllowBlockListItem),
+    EvidenceSpec("Get-TenantAllowBlockListItems-FileHash", models.TenantAllowBlockListItem),
+    EvidenceSpec("Get-TenantAllowBlockListItems-IP", models.TenantAllowBlockListItem),
+    EvidenceSpec("Get-Mailbox", models.Mailbox),
+    EvidenceSpec("Get-InboxRule", models.InboxRule),
+    EvidenceSpec("Get-ManagementRoleAssignment", models.ManagementRoleAssignment),
+    EvidenceSpec("Get-ApplicationAccessPolicy", models.ApplicationAccessPolicy),
+)
+SPECS: Mapping[str, EvidenceSpec] = {spec.key: spec for spec in CATALOG}
+_BY_FILENAME: Mapping[str, EvidenceSpec] = {spec.filename.lower(): spec for spec in CATALOG}
+
+
+def spec_for_filename(name: str) -> EvidenceSpec | None:
+    """The evidence an export file holds, matched case-insensitively (Windows file names)."""
+    return _BY_FILENAME.get(name.lower())
+
+
+M = TypeVar("M", bound=ExoObject)
+
+
+@dataclass(frozen=True, slots=True)
+class Collection(Generic[M]):
+    """The parsed objects of one evidence item, plus what could not be read and why."""
+
+    key: str
+    state: State
+    items: tuple[M, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    reason: str | None = None  # why the item is not usable, or why it is partial
+    warnings: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def parse_evidence(spec: EvidenceSpec, data: bytes) -> Collection[Any]:
+    """Parse one evidence file's bytes into its collection (never raises for bad input)."""
+    try:
+        document = parse_document(data, spec.filename)
+    except EvidenceError as exc:
+        return Collection(key=spec.key, state=State.ERROR, reason=exc.reason)
+    items: list[ExoObject] = []
+    rejected: list[Rejected] = []
+    for raw in document.objects:
+        built = models.build(spec.model, raw, spec.path)
+        (rejected if isinstance(built, Rejected) else items).append(built)
+    warnings = list(document.warnings)
+    if spec.single and len(items) + len(rejected) > 1:
+        warnings.append(f"expected one object, found {len(items) + len(rejected)}; using all")
+    if document.incomplete:
+        return Collection(
+            key=spec.key,
+            state=State.PARTIAL,
+            items=tuple(items),
+            rejected=tuple(rejected),
+            reason=document.incomplete,
+            warnings=tuple(warnings),
+        )
+    return Collection(
+        key=spec.key,
+        state=State.OK,
+        items=tuple(items),
+        rejected=tuple(rejected),
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceStore:
+    """Every catalogued evidence item of one snapshot, parsed or with its reason."""
+
+    collections: Mapping[str, Collection[Any]] = field(default_factory=dict)
+
+    def get(self, key: str) -> Collection[Any]:
+        found = self.collections.get(key)
+        if found is None:
+            return Collection(key=key, state=State.MISSING, reason=f"{key} was not collected")
+        return found
+
+    def usable(self, key: str) -> tuple[ExoObject, ...]:
+        """Objects of an item if it is usable, else nothing (for context, not for verdicts)."""
+        collection = self.get(key)
+        return collection.items if collection.state.usable else ()
+
+    def keys(self) -> Iterable[str]:
+        return self.collections.keys()

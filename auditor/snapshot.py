@@ -1,0 +1,443 @@
+"""Snapshots: the evidence bundle on disk (a directory or a .zip), its manifest and hashes.
+
+An export folder is turned into the same in-memory snapshot as a stored one, so ``audit``
+reads both the same way, and ``import`` only adds writing it out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import __version__
+from .errors import InputError, SnapshotError
+from .evidence import CATALOG, SPECS, Collection, EvidenceStore, State, parse_evidence, spec_for_filename
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+EXTRA_DIR = "extra"
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceItem:
+    """One manifest entry: an evidence file, its hash and its state."""
+
+    key: str
+    state: State
+    path: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    source: str | None = None
+    collected_at: str | None = None
+    error: str | None = None
+    objects: int | None = None
+    rejected: int | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "source": self.source,
+            "collected_at": self.collected_at,
+            "state": self.state.value,
+            "error": self.error,
+            "objects": self.objects,
+            "rejected": self.rejected,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvidenceItem:
+        try:
+            return cls(
+                key=str(data["key"]),
+                state=State(data["state"]),
+                path=data.get("path"),
+                sha256=data.get("sha256"),
+                size=data.get("size"),
+                source=data.get("source"),
+                collected_at=data.get("collected_at"),
+                error=data.get("error"),
+                objects=data.get("objects"),
+                rejected=data.get("rejected"),
+                warnings=tuple(data.get("warnings") or ()),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SnapshotError(f"manifest evidence entry is malformed: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraFile:
+    """A file that is not catalogued evidence: kept and listed, never an error."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot in memory: manifest facts, raw bytes by path, and the parsed evidence."""
+
+    created_at: datetime
+    source: Mapping[str, Any]
+    items: tuple[EvidenceItem, ...]
+    extras: tuple[ExtraFile, ...]
+    evidence: EvidenceStore
+    blobs: Mapping[str, bytes] = field(repr=False, default_factory=dict)
+    tenant: Mapping[str, Any] = field(default_factory=dict)
+    tool_version: str = __version__
+
+    @property
+    def snapshot_id(self) -> str:
+        """A digest of every stored file's path and hash: the same evidence, the same id."""
+        pairs = sorted(
+            [(i.path, i.sha256) for i in self.items if i.path and i.sha256]
+            + [(e.path, e.sha256) for e in self.extras]
+        )
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+    def manifest(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "mailflow-auditor", "version": self.tool_version},
+            "created_at": _iso(self.created_at),
+            "snapshot_id": self.snapshot_id,
+            "tenant": dict(self.tenant),
+            "source": dict(self.source),
+            "evidence": [item.to_json() for item in self.items],
+            "extra": [{"path": e.path, "sha256": e.sha256, "size": e.size} for e in self.extras],
+        }
+        body["digest"] = manifest_digest(body)
+        return body
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tenant_facts(evidence: EvidenceStore) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for org in evidence.usable("Get-OrganizationConfig"):
+        facts["organization"] = getattr(org, "Name", None)
+        facts["display_name"] = getattr(org, "DisplayName", None)
+        break
+    for domain in evidence.usable("Get-AcceptedDomain"):
+        if getattr(domain, "InitialDomain", False):
+            facts["initial_domain"] = getattr(domain, "DomainName", None)
+    return facts
+
+
+def _item_for(key: str, collection: Collection[Any], data: bytes, path: str, source: str,
+              collected_at: str | None) -> EvidenceItem:
+    return EvidenceItem(
+        key=key,
+        state=collection.state,
+        path=path,
+        sha256=_sha256(data),
+        size=len(data),
+        source=source,
+        collected_at=collected_at,
+        error=collection.reason,
+        objects=len(collection.items) if collection.state.usable else None,
+        rejected=len(collection.rejected) if collection.state.usable else None,
+        warnings=collection.warnings,
+    )
+
+
+def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Snapshot:
+    """Read an export folder (one ``<Cmdlet>.json`` per cmdlet) into a snapshot in memory."""
+    if not folder.exists():
+        raise InputError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (expected an export folder or a snapshot)")
+    blobs: dict[str, bytes] = {}
+    collections: dict[str, Collection[Any]] = {}
+    items: dict[str, EvidenceItem] = {}
+    extras: list[ExtraFile] = []
+    newest: float | None = None
+    for entry in sorted(folder.rglob("*")):
+        if not entry.is_file():
+            continue
+        relative = entry.relative_to(folder).as_posix()
+        stat = entry.stat()
+        newest = stat.st_mtime if newest is None else max(newest, stat.st_mtime)
+        spec = spec_for_filename(entry.name) if "/" not in relative else None
+        if stat.st_size > max_file_bytes:
+            if spec is None:
+                raise InputError(
+                    f"{relative}: {stat.st_size} bytes is above the {max_file_bytes}-byte limit"
+                )
+            collections[spec.key] = Collection(
+                key=spec.key,
+                state=State.ERROR,
+                reason=f"{stat.st_size} bytes is above the {max_file_bytes}-byte limit "
+                "(raise it with --max-file-size, or export fewer properties)",
+            )
+            items[spec.key] = EvidenceItem(key=spec.key, state=State.ERROR, size=stat.st_size,
+                                           error=collections[spec.key].reason)
+            continue
+        data = entry.read_bytes()
+        collected = _iso(datetime.fromtimestamp(stat.st_mtime, tz=UTC))
+        if spec is None:
+            path = f"{EXTRA_DIR}/{relative}"
+            blobs[path] = data
+            extras.append(ExtraFile(path=path, sha256=_sha256(data), size=len(data)))
+            continue
+        if spec.key in collections:
+            raise InputError(f"{folder}: two files hold {spec.filename} (names differ only in case)")
+        collection = parse_evidence(spec, data)
+        collections[spec.key] = collection
+        blobs[spec.path] = data
+        items[spec.key] = _item_for(spec.key, collection, data, spec.path,
+                                    f"export folder file {relative}", collected)
+    if not items and not extras:
+        raise InputError(f"{folder}: the folder is empty")
+    if not items:
+        raise InputError(
+            f"{folder}: no export file found (expected files such as Get-TransportRule.json)"
+        )
+    for spec in CATALOG:
+        if spec.key not in items:
+            reason = f"{spec.filename} is not in the export folder"
+            items[spec.key] = EvidenceItem(key=spec.key, state=State.MISSING, error=reason)
+            collections[spec.key] = Collection(key=spec.key, state=State.MISSING, reason=reason)
+    evidence = EvidenceStore(collections)
+    created = datetime.fromtimestamp(newest, tz=UTC) if newest else datetime.now(UTC)
+    return Snapshot(
+        created_at=created,
+        source={"kind": "export-folder", "name": folder.resolve().name},
+        items=tuple(items[spec.key] for spec in CATALOG),
+        extras=tuple(extras),
+        evidence=evidence,
+        blobs=blobs,
+        tenant=_tenant_facts(evidence),
+    )
+
+
+def write_snapshot(snapshot: Snapshot, out: Path) -> None:
+    """Write a snapshot as a directory, or as a zip archive when ``out`` ends in ``.zip``."""
+    manifest = json.dumps(snapshot.manifest(), indent=2, ensure_ascii=False).encode()
+    if out.suffix.lower() == ".zip":
+        if out.exists():
+            raise InputError(f"{out}: already exists; choose a new name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path, data in sorted(snapshot.blobs.items()):
+                archive.writestr(path, data)
+            archive.writestr(MANIFEST, manifest)
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not empty; choose a new folder")
+    for path, data in snapshot.blobs.items():
+        target = out / PurePosixPath(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (out / MANIFEST).write_bytes(manifest)
+
+
+class _Store:
+    """Read access to a stored snapshot's files, directory or zip alike."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._zip: zipfile.ZipFile | None = None
+        if root.is_file():
+            try:
+                self._zip = zipfile.ZipFile(root)
+            except zipfile.BadZipFile:
+                raise SnapshotError(f"{root}: not a snapshot folder or zip archive") from None
+
+    def files(self) -> list[str]:
+        if self._zip is not None:
+            return sorted(n for n in self._zip.namelist() if not n.endswith("/"))
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+        )
+
+    def read(self, path: str) -> bytes | None:
+        if ".." in PurePosixPath(path).parts or PurePosixPath(path).is_absolute():
+            raise SnapshotError(f"manifest names a path outside the snapshot: {path!r}")
+        if self._zip is not None:
+            try:
+                return self._zip.read(path)
+            except KeyError:
+                return None
+        target = self.root / PurePosixPath(path)
+        return target.read_bytes() if target.is_file() else None
+
+
+def is_snapshot(path: Path) -> bool:
+    if path.is_dir():
+        return (path / MANIFEST).is_file()
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def _read_manifest(store: _Store) -> dict[str, Any]:
+    raw = store.read(MANIFEST)
+    if raw is None:
+        raise SnapshotError(f"{store.root}: no {MANIFEST}")
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"{store.root}: {MANIFEST} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("evidence"), list):
+        raise SnapshotError(f"{store.root}: {MANIFEST} has no evidence list")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SnapshotError(
+            f"{store.root}: snapshot schema_version {version!r} is not supported "
+            f"(this tool reads {SCHEMA_VERSION})"
+        )
+    return manifest
+
+
+def load_snapshot(path: Path) -> Snapshot:
+    """Open a stored snapshot and parse its evidence; files are hashed against the manifest.
+
+    A file whose hash no longer matches is treated as evidence in error, never trusted.
+    """
+    store = _Store(path)
+    manifest = _read_manifest(store)
+    items: list[EvidenceItem] = []
+    collections: dict[str, Collection[Any]] = {}
+    blobs: dict[str, bytes] = {}
+    for entry in manifest["evidence"]:
+        item = EvidenceItem.from_json(entry)
+        spec = SPECS.get(item.key)
+        if spec is None:
+            items.append(item)
+            continue
+        if not item.state.usable or item.path is None:
+            collections[item.key] = Collection(key=item.key, state=item.state,
+                                               reason=item.error or f"{item.key} was not collected")
+            items.append(item)
+            continue
+        data = store.read(item.path)
+        if data is None:
+            reason = f"{item.path} is listed in the manifest but missing from the snapshot"
+        elif _sha256(data) != item.sha256:
+            reason = f"{item.path} does not match its manifest hash (changed after collection)"
+        else:
+            reason = None
+        if reason is not None:
+            collections[item.key] = Collection(key=item.key, state=State.ERROR, reason=reason)
+            items.append(EvidenceItem(key=item.key, state=State.ERROR, path=item.path,
+                                      sha256=item.sha256, error=reason))
+            continue
+        assert data is not None
+        collection = parse_evidence(spec, data)
+        if item.state is State.PARTIAL and collection.state is State.OK:
+            collection = Collection(key=item.key, state=State.PARTIAL, items=collection.items,
+                                    rejected=collection.rejected, reason=item.error,
+                                    warnings=collection.warnings)
+        collections[item.key] = collection
+        blobs[item.path] = data
+        items.append(item)
+    for spec in CATALOG:
+        if spec.key not in collections:
+            collections[spec.key] = Collection(key=spec.key, state=State.MISSING,
+                                               reason=f"{spec.key} is not in the snapshot")
+    extras = tuple(
+        ExtraFile(path=str(e["path"]), sha256=str(e["sha256"]), size=int(e.get("size") or 0))
+        for e in manifest.get("extra") or []
+        if isinstance(e, dict) and "path" in e and "sha256" in e
+    )
+    try:
+        created = datetime.fromisoformat(str(manifest.get("created_at")).replace("Z", "+00:00"))
+    except ValueError:
+        raise SnapshotError(f"{path}: manifest created_at is not a date") from None
+    tool = manifest.get("tool") if isinstance(manifest.get("tool"), dict) else {}
+    return Snapshot(
+        created_at=created,
+        source=manifest.get("source") or {},
+        items=tuple(items),
+        extras=extras,
+        evidence=EvidenceStore(collections),
+        blobs=blobs,
+        tenant=manifest.get("tenant") or {},
+        tool_version=str(tool.get("version", "unknown")),
+    )
+
+
+def open_source(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Snapshot:
+    """Open what ``audit`` was given: a snapshot (folder or zip) or an export folder."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if is_snapshot(path):
+        return load_snapshot(path)
+    return import_export_folder(path, max_file_bytes=max_file_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What ``verify`` found: every changed, missing and added file, and manifest problems."""
+
+    changed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.added or self.problems)
+
+
+def verify_snapshot(path: Path) -> Verification:
+    """Recompute every hash of a stored snapshot and compare with its manifest."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if not is_snapshot(path):
+        raise SnapshotError(f"{path}: not a snapshot (no {MANIFEST})")
+    store = _Store(path)
+    manifest = _read_manifest(store)
+    problems: list[str] = []
+    if manifest.get("digest") != manifest_digest(manifest):
+        problems.append(f"{MANIFEST} was edited after it was written (its digest does not match)")
+    expected: dict[str, str] = {}
+    for entry in manifest["evidence"]:
+        item = EvidenceItem.from_json(entry)
+        if item.path and item.sha256:
+            expected[item.path] = item.sha256
+    for extra in manifest.get("extra") or []:
+        if isinstance(extra, dict) and extra.get("path") and extra.get("sha256"):
+            expected[str(extra["path"])] = str(extra["sha256"])
+    present = set(store.files()) - {MANIFEST}
+    changed, missing = [], []
+    for file_path, digest in sorted(expected.items()):
+        data = store.read(file_path)
+        if data is None:
+            missing.append(file_path)
+        elif _sha256(data) != digest:
+            changed.append(file_path)
+    added = sorted(present - set(expected))
+    return Verification(
+        changed=tuple(changed),
+        missing=tuple(missing),
+        added=tuple(added),
+        problems=tuple(problems),
+        checked=len(expected),
+    )
+

@@ -1,0 +1,106 @@
+"""Render the JSON report as JSON, Markdown or HTML through Jinja templates.
+
+Everything in a report that came from the tenant (rule names, values, messages quoting
+them) is attacker-controllable: HTML is autoescaped, Markdown is escaped by hand, control
+and bidirectional-override characters are shown as visible escapes, and the HTML page
+forbids scripts and network access with a Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+import jinja2
+
+FORMATS = ("html", "md", "json")
+EXTENSIONS = {"html": "html", "md": "md", "json": "json"}
+_STATUS_ORDER = {"fail": 0, "warn": 1, "error": 2, "not_evaluated": 3, "pass": 4}
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()!|~])")
+
+
+def visible(value: Any) -> str:
+    """Text with control, format (bidi overrides, zero-width) and line-separator characters
+    replaced by visible ``<U+XXXX>`` marks, except newline and tab."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    out = []
+    for char in text:
+        if char in "\n\t":
+            out.append(char)
+        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co"):
+            out.append(f"<U+{ord(char):04X}>")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def md_escape(value: Any) -> str:
+    """Safe inline Markdown: HTML entities for < > &, backslash before Markdown syntax,
+    line breaks as <br>, so no value can open a tag, a link or a table cell."""
+    text = visible(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("\r\n", "\n").replace("\n", "<br>").replace("\t", " ")
+
+
+def md_code(value: Any) -> str:
+    """A fenced block that no value can close early."""
+    text = visible(value)
+    fence = "~~~~"
+    while fence in text:
+        fence += "~"
+    return f"{fence}\n{text}\n{fence}"
+
+
+def observed(value: Any) -> str:
+    if value is None:
+        return "null"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def safe_url(url: Any) -> str | None:
+    return url if isinstance(url, str) and re.match(r"^https?://", url) else None
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=autoescape,  # noqa: S701 - Markdown is escaped by the md filter instead
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(visible=visible, md=md_escape, md_code=md_code, observed=observed,
+                       safe_url=safe_url)
+    return env
+
+
+def _view(report: dict[str, Any]) -> dict[str, Any]:
+    findings = sorted(
+        report["findings"],
+        key=lambda f: (_STATUS_ORDER.get(f["status"], 9), _SEVERITY_ORDER.get(f["severity"], 9),
+                       f["check_id"], f["resource"]),
+    )
+    return {
+        "report": report,
+        "problems_found": [f for f in findings if f["status"] in ("fail", "warn")],
+        "incomplete": [f for f in findings if f["status"] in ("error", "not_evaluated")],
+        "passed": [f for f in findings if f["status"] == "pass"],
+        "severities": list(_SEVERITY_ORDER),
+        "statuses": list(_STATUS_ORDER),
+    }
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    """Render the JSON report dict in one of FORMATS."""
+    if fmt == "json":
+        return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "html":
+        return _env(autoescape=True).get_template("report.html.j2").render(**_view(report))
+    if fmt == "md":
+        return _env(autoescape=False).get_template("report.md.j2").render(**_view(report))
+    raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -1,0 +1,194 @@
+"""The check engine: discovery, the metadata contract, isolation, and no silent passes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from auditor.context import AuditContext, CheckContext
+from auditor.engine import (
+    Check,
+    Registry,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    discover,
+    run_check,
+)
+from auditor.evidence import CATALOG, Collection, EvidenceStore, State
+from auditor.gateways import builtin_profiles, resolve_gateway
+from auditor.models import Rejected, SourceRef
+
+REGISTRY = discover()
+
+
+def _context(store: EvidenceStore | None = None) -> AuditContext:
+    store = store or EvidenceStore({})
+    return AuditContext(evidence=store, gateway=resolve_gateway(store, builtin_profiles()),
+                        as_of=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def _ok_store(**items: Collection) -> EvidenceStore:
+    return EvidenceStore(dict(items))
+
+
+def _check(func: Callable[[CheckContext], Iterator[Result]], *,
+           requires: tuple[str, ...] = ("Get-TransportRule",), check_id: str = "TEST-001") -> Check:
+    return check(id=check_id, title="t", severity=Severity.LOW, rationale="r",
+                 remediation=Remediation("fix"), requires=requires)(func)
+
+
+def _entry_point(name: str, value: str) -> importlib.metadata.EntryPoint:
+    return importlib.metadata.EntryPoint(name=name, value=value, group="mailflow_auditor.checks")
+
+
+def test_builtin_checks_are_found_through_the_entry_point_group() -> None:
+    ids = {c.id for c in REGISTRY.checks}
+    assert {"CONN-001", "CONN-002", "RULE-001", "RULE-002", "POL-001", "ORG-001"} <= ids
+    assert REGISTRY.problems == ()
+
+
+@pytest.mark.parametrize("chk", REGISTRY.checks, ids=lambda c: c.id)
+def test_every_registered_check_honours_the_metadata_contract(chk: Check) -> None:
+    meta = chk.meta
+    assert meta.title and meta.rationale and meta.remediation.text
+    assert meta.remediation.powershell, "remediation must give the PowerShell to run"
+    assert meta.references and all(r.url.startswith("https://") for r in meta.references)
+    assert meta.requires and all(k in {s.key for s in CATALOG} for k in meta.requires + meta.uses)
+    assert meta.mappings.attack, "every bypass maps to at least one ATT&CK technique"
+    assert all(t.startswith("T") for t in meta.mappings.attack)
+
+
+@pytest.mark.parametrize("chk", REGISTRY.checks, ids=lambda c: c.id)
+def test_every_check_is_not_evaluated_on_an_empty_snapshot(chk: Check) -> None:
+    findings = run_check(chk, _context())
+    assert findings, "a check must always say something"
+    assert {f.status for f in findings} == {Status.NOT_EVALUATED}
+    for finding in findings:
+        assert finding.message.startswith("not evaluated")
+
+
+def test_every_check_is_not_evaluated_when_its_evidence_was_denied() -> None:
+    store = EvidenceStore({spec.key: Collection(key=spec.key, state=State.DENIED,
+                                                reason="403: role View-Only Configuration missing")
+                           for spec in CATALOG})
+    for chk in REGISTRY.checks:
+        findings = run_check(chk, _context(store))
+        assert {f.status for f in findings} == {Status.NOT_EVALUATED}
+        assert any("denied" in f.message and "View-Only" in f.message for f in findings)
+
+
+def test_a_crashing_check_becomes_an_error_and_the_run_goes_on() -> None:
+    def boom(ctx: CheckContext) -> Iterator[Result]:
+        raise RuntimeError("kaput")
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    findings = run_check(_check(boom), _context(store))
+    assert [(f.status, f.check_id) for f in findings] == [(Status.ERROR, "TEST-001")]
+    assert "RuntimeError: kaput" in findings[0].message
+
+
+def test_debug_re_raises_a_crash() -> None:
+    def boom(ctx: CheckContext) -> Iterator[Result]:
+        raise RuntimeError("kaput")
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    with pytest.raises(RuntimeError):
+        run_check(_check(boom), _context(store), debug=True)
+
+
+def test_a_check_that_reports_nothing_is_an_error_not_a_pass() -> None:
+    def silent(ctx: CheckContext) -> Iterator[Result]:
+        yield from ()
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    findings = run_check(_check(silent), _context(store))
+    assert [f.status for f in findings] == [Status.ERROR]
+
+
+def test_reading_undeclared_evidence_is_an_error() -> None:
+    def sneaky(ctx: CheckContext) -> Iterator[Result]:
+        ctx.inbound_connectors  # noqa: B018 - the access itself must fail
+        yield Result(Status.PASS, "x", "fine")
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    findings = run_check(_check(sneaky), _context(store))
+    assert [f.status for f in findings] == [Status.ERROR]
+    assert "Get-InboundConnector" in findings[0].message
+
+
+def test_rejected_objects_and_partial_collections_are_reported_beside_results() -> None:
+    rejected = Rejected(SourceRef("exo/Get-TransportRule.json", "/3"), "Odd rule",
+                        "SetSCL at /3/SetSCL: expected a whole number, found 'abc'")
+    store = _ok_store(**{"Get-TransportRule": Collection(
+        "Get-TransportRule", State.PARTIAL, rejected=(rejected,), reason="more pages")})
+
+    def fine(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.PASS, "rules", "nothing wrong in what was read")
+
+    findings = run_check(_check(fine), _context(store))
+    assert [(f.status, f.resource) for f in findings] == [
+        (Status.PASS, "rules"),
+        (Status.NOT_EVALUATED, "Odd rule"),
+        (Status.NOT_EVALUATED, "Get-TransportRule"),
+    ]
+    assert findings[1].evidence[0].pointer == "/3"
+
+
+def test_fingerprints_are_stable_and_distinct() -> None:
+    def two(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.FAIL, "rule A", "bad", key="a")
+        yield Result(Status.FAIL, "rule B", "bad", key="b")
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    first = [f.fingerprint for f in run_check(_check(two), _context(store))]
+    second = [f.fingerprint for f in run_check(_check(two), _context(store))]
+    assert first == second and len(set(first)) == 2
+
+
+def test_a_broken_plugin_is_reported_and_the_builtin_checks_still_load() -> None:
+    registry = discover([
+        _entry_point("builtin", "checks:BUILTIN_CHECKS"),
+        _entry_point("broken", "no_such_module_for_mailflow:CHECKS"),
+    ])
+    assert len(registry.checks) == len(REGISTRY.checks)
+    assert len(registry.problems) == 1
+    assert "no_such_module_for_mailflow" in registry.problems[0].message
+
+
+def test_plugins_with_bad_ids_duplicate_ids_or_non_checks_are_rejected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mf_plugin_demo.py").write_text(
+        "from auditor.engine import Remediation, Result, Severity, Status, check\n"
+        "def _make(id):\n"
+        "    return check(id=id, title='t', severity=Severity.LOW, rationale='r',\n"
+        "                 remediation=Remediation('fix'), requires=('Get-TransportRule',))(\n"
+        "        lambda ctx: iter([Result(Status.PASS, 'x', 'y')]))\n"
+        "CHECKS = [_make('lowercase-1'), _make('RULE-001'), 'not a check', _make('EXT-001')]\n"
+        "UNKNOWN_EVIDENCE = check(id='EXT-002', title='t', severity=Severity.LOW, rationale='r',\n"
+        "    remediation=Remediation('fix'), requires=('Get-Nothing',))(lambda ctx: iter([]))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = discover([
+        _entry_point("builtin", "checks:BUILTIN_CHECKS"),
+        _entry_point("demo", "mf_plugin_demo:CHECKS"),
+        _entry_point("demo2", "mf_plugin_demo:UNKNOWN_EVIDENCE"),
+    ])
+    assert "EXT-001" in {c.id for c in registry.checks}
+    messages = " | ".join(p.message for p in registry.problems)
+    assert "lowercase-1" in messages
+    assert "already registered" in messages
+    assert "is not a check" in messages
+    assert "Get-Nothing" in messages
+
+
+def test_registry_lookup_is_case_insensitive() -> None:
+    assert isinstance(REGISTRY, Registry)
+    chk = REGISTRY.get("rule-001")
+    assert chk is not None and chk.id == "RULE-001"

@@ -1,0 +1,132 @@
+"""Gateway profiles: shipped data is valid and sourced; detection reads content, not names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from auditor.errors import ProfileError
+from auditor.evidence import SPECS, EvidenceStore, parse_evidence
+from auditor.gateways import (
+    PATTERN_FIELDS,
+    builtin_profiles,
+    find_profile,
+    load_profile_file,
+    resolve_gateway,
+)
+from auditor.netutil import IpRange
+
+from ..conftest import connector, mimecast_us_ranges
+
+PROFILES = builtin_profiles()
+REQUIRED = {"mimecast", "proofpoint-essentials", "proofpoint-enterprise", "barracuda", "cisco",
+            "sophos", "trendmicro", "broadcom", "hornetsecurity", "exchange-online"}
+
+
+def _store(**files: list[dict]) -> EvidenceStore:
+    import json
+
+    return EvidenceStore({key: parse_evidence(SPECS[key], json.dumps(value).encode())
+                          for key, value in files.items()})
+
+
+def test_every_required_gateway_ships_a_profile() -> None:
+    assert {p.id for p in PROFILES} >= REQUIRED
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.id)
+def test_every_shipped_fact_has_a_source_and_a_date(profile) -> None:
+    for group in profile.range_groups:
+        assert group.provenance.url and group.provenance.url.startswith("https://")
+        assert group.provenance.as_of is not None
+    for name in PATTERN_FIELDS:
+        if getattr(profile, name):
+            assert profile.sources[name].url and profile.sources[name].as_of
+
+
+def test_mimecast_ships_every_region() -> None:
+    mimecast = find_profile(PROFILES, "mimecast")
+    regions = {g.region for g in mimecast.range_groups}
+    assert {"us", "eu", "de", "au", "ca", "za"} <= regions
+    for host in ("us-smtp-inbound-1.mimecast.com", "de-smtp-inbound-2.mimecast.com",
+                 "za-smtp-inbound-1.mimecast.co.za"):
+        assert mimecast.matches_mx(host)
+    assert mimecast.matches_certificate("*.mimecast.com")
+
+
+def test_detects_mimecast_from_its_connector_ranges() -> None:
+    store = _store(**{"Get-InboundConnector": [connector(SenderIPAddresses=mimecast_us_ranges())]})
+    context = resolve_gateway(store, PROFILES)
+    assert [p.id for p in context.active] == ["mimecast"]
+    assert context.mode == "auto"
+    assert context.clues[0].evidence.pointer == "/0/SenderIPAddresses"
+
+
+def test_detects_mimecast_from_its_outbound_smart_host() -> None:
+    store = _store(**{"Get-OutboundConnector": [
+        {"Name": "Out", "Enabled": True, "SmartHosts": ["us-smtp-o365-outbound-1.mimecast.com"]}]})
+    assert [p.id for p in resolve_gateway(store, PROFILES).active] == ["mimecast"]
+
+
+def test_names_of_rules_and_connectors_prove_nothing() -> None:
+    store = _store(**{"Get-InboundConnector": [connector(Name="Mimecast Inbound",
+                                                         SenderIPAddresses=["192.0.2.0/24"])]})
+    assert resolve_gateway(store, PROFILES).active == ()
+
+
+def test_allow_list_ranges_alone_are_only_a_hint() -> None:
+    store = _store(**{"Get-HostedConnectionFilterPolicy": [
+        {"Name": "Default", "IPAllowList": mimecast_us_ranges()[:1]}]})
+    context = resolve_gateway(store, PROFILES)
+    assert context.active == ()
+    assert context.hints() and context.hints()[0].strength == "weak"
+
+
+def test_forcing_a_gateway_by_name_or_alias() -> None:
+    context = resolve_gateway(EvidenceStore({}), PROFILES, forced="mimecast-us")
+    assert [p.id for p in context.active] == ["mimecast"] and context.mode == "forced"
+
+
+def test_an_unknown_gateway_name_lists_the_known_ones() -> None:
+    with pytest.raises(ProfileError, match=r"known gateways: .*mimecast"):
+        resolve_gateway(EvidenceStore({}), PROFILES, forced="nope")
+
+
+def test_a_user_profile_file_becomes_the_gateway(doc_gateway: Path) -> None:
+    profile = load_profile_file(doc_gateway)
+    context = resolve_gateway(EvidenceStore({}), PROFILES, user_profile=profile)
+    assert context.mode == "file" and context.active == (profile,)
+    assert context.covers(IpRange.parse("198.51.100.7"))
+    assert not context.covers(IpRange.parse("203.0.113.200"))
+
+
+def test_exchange_online_ranges_are_recognised_as_microsoft() -> None:
+    context = resolve_gateway(EvidenceStore({}), PROFILES)
+    owner = context.owner(IpRange.parse("40.107.0.0/16"))
+    assert owner is not None and owner.deployment == "exchange-online"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("schema_version = 2\nid='x'\nname='n'\nvendor='v'\n", "schema_version"),
+    ("schema_version = 1\nid='X Y'\nname='n'\nvendor='v'\n", "id must be"),
+    ("schema_version = 1\nid='x'\nname='n'\nvendor='v'\ncolour='red'\n", "unknown keys"),
+    ("schema_version = 1\nid='x'\nname='n'\nvendor='v'\n[[ip_ranges]]\ncidrs=['300.1.1.1/8']\n",
+     "ip_ranges"),
+    ("not toml at all [", "not valid TOML"),
+])
+def test_a_broken_user_profile_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        load_profile_file(path)
+
+
+def test_shipped_profiles_need_sources(make_export: Callable[..., Path]) -> None:
+    from auditor.gateways import parse_profile
+
+    data = {"schema_version": 1, "id": "x", "name": "n", "vendor": "v",
+            "mx_patterns": ["mx.example"]}
+    with pytest.raises(ProfileError, match=r"mx_patterns has no \[sources.mx_patterns\]"):
+        parse_profile(data, "builtin:x.toml", strict=True)

@@ -1,0 +1,96 @@
+"""Renderers: every format shows the evidence, and nothing from the tenant can run or hide."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reports.render import md_escape, render, visible
+
+HOSTILE = "<script>alert(1)</script> {{ 1234*1000 }} {% raw %}\nline two \u202eevil\u200b \x1b[31m"
+
+
+def _report(name: str = HOSTILE) -> dict[str, Any]:
+    finding = {
+        "check_id": "RULE-001", "title": "A transport rule turns spam filtering off",
+        "severity": "critical", "status": "fail", "resource": f"transport rule {name}",
+        "message": f"sets SCL -1 when HeaderContains {name}",
+        "evidence": [{"source": "exo/Get-TransportRule.json", "pointer": "/0/SetSCL",
+                      "property": "SetSCL", "observed": name, "note": None}],
+        "remediation": {"text": "Remove it.", "powershell": "Disable-TransportRule -Identity x"},
+        "references": [{"title": "good", "url": "https://learn.microsoft.com/x"},
+                       {"title": "evil", "url": "javascript:alert(1)"}],
+        "mappings": {"attack": ["T1685"], "cis": ["6.2.2"], "scuba": []},
+        "fingerprint": "abc",
+    }
+    passed = dict(finding, status="pass", severity="high", fingerprint="def")
+    return {
+        "schema_version": 1, "tool": {"name": "mailflow-auditor", "version": "0.1.0"},
+        "generated_at": "2026-11-25T00:00:00Z",
+        "snapshot": {"id": "f" * 64, "created_at": "2026-11-20T00:00:00Z", "source": {},
+                     "tenant": {"display_name": name, "organization": "x.onmicrosoft.com"},
+                     "evidence": [{"key": "Get-TransportRule", "path": "exo/Get-TransportRule.json",
+                                   "sha256": "0" * 64, "state": "ok", "error": None,
+                                   "objects": 1, "rejected": 0, "warnings": []}],
+                     "extra": []},
+        "gateway": {"mode": "auto", "active": [], "clues": []},
+        "summary": {"by_status": {"pass": 1, "fail": 1, "warn": 0, "not_evaluated": 0, "error": 0},
+                    "by_severity": {"critical": 1, "high": 0, "medium": 0, "low": 0, "info": 0}},
+        "problems": [], "findings": [finding, passed],
+    }
+
+
+def test_html_escapes_tenant_text_and_forbids_scripts() -> None:
+    html = render(_report(), "html")
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "{{ 1234*1000 }}" in html and "1234000" not in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert 'href="javascript:' not in html
+    assert 'href="https://learn.microsoft.com/x"' in html
+
+
+def test_html_shows_bidi_and_control_characters_visibly() -> None:
+    html = render(_report(), "html")
+    assert "\u202e" not in html and "&lt;U+202E&gt;" in html
+    assert "\u200b" not in html and "&lt;U+200B&gt;" in html
+    assert "\x1b" not in html
+
+
+def test_html_shows_evidence_and_remediation() -> None:
+    html = render(_report("Allow partners"), "html")
+    for text in ("exo/Get-TransportRule.json", "/0/SetSCL", "Disable-TransportRule -Identity x",
+                 "T1685", "6.2.2"):
+        assert text in html
+
+
+def test_markdown_cannot_open_tags_links_or_cells() -> None:
+    md = render(_report(), "md")
+    assert "<script" not in md
+    assert "\u202e" not in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| exo/Get-TransportRule.json"))
+    assert line.count(" | ") == 3  # no cell split by the value
+
+
+@pytest.mark.parametrize("text", ["a|b", "[x](javascript:y)", "<b>", "`code`", "# head"])
+def test_md_escape_neutralises_markdown(text: str) -> None:
+    escaped = md_escape(text)
+    assert "|" not in escaped.replace("\\|", "")
+    assert "<" not in escaped
+    assert "](" not in escaped
+
+
+def test_json_keeps_the_exact_original_text() -> None:
+    data = json.loads(render(_report(), "json"))
+    assert data["findings"][0]["evidence"][0]["observed"] == HOSTILE
+
+
+def test_visible_keeps_newlines_and_marks_other_controls() -> None:
+    assert visible("a\nb\tc\x00") == "a\nb\tc<U+0000>"
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown report format"):
+        render(_report(), "pdf")
