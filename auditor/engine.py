@@ -14,7 +14,7 @@ import importlib.metadata
 import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -130,11 +130,12 @@ class Result:
     evidence: tuple[EvidenceRef, ...] = ()
     severity: Severity | None = None  # overrides the check's default
     key: str = ""  # distinguishes several results about one resource (for the fingerprint)
+    summary: bool = False  # "nothing found among all objects": only true if all were read
 
 
 def result(status: Status, resource: str, message: str, *evidence: EvidenceRef,
-           severity: Severity | None = None, key: str = "") -> Result:
-    return Result(status, resource, message, tuple(evidence), severity, key)
+           severity: Severity | None = None, key: str = "", summary: bool = False) -> Result:
+    return Result(status, resource, message, tuple(evidence), severity, key, summary)
 
 
 CheckFunc = Callable[["CheckContext"], Iterable[Result]]
@@ -309,6 +310,23 @@ def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     return results
 
 
+def _qualify_summaries(results: list[Result], meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+    """A "nothing found" pass only holds if every object was read: otherwise it is not
+    evaluated, since the unread objects may be exactly the ones that would fail."""
+    unread = [(key, len(c.rejected), c.state) for key in meta.requires
+              if (c := ctx.evidence.get(key)).rejected or c.state is State.PARTIAL]
+    if not unread:
+        return results
+    gaps = "; ".join(f"{key}: {count} object(s) unreadable" if count else f"{key}: partial"
+                     for key, count, _ in unread)
+    return [
+        replace(r, status=Status.NOT_EVALUATED,
+                message=f"not evaluated: {r.message}, among the objects that could be read ({gaps})")
+        if r.summary and r.status is Status.PASS else r
+        for r in results
+    ]
+
+
 def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     """Objects the check could not see: rejected objects and partial collections."""
     results = []
@@ -319,8 +337,9 @@ def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
                 status=Status.NOT_EVALUATED,
                 resource=rejected.name,
                 message=f"not evaluated: this object of {key} could not be read: {rejected.reason}",
-                evidence=(EvidenceRef(file=rejected.source.file, pointer=rejected.source.pointer,
-                                      note=rejected.reason),),
+                evidence=(EvidenceRef(file=rejected.source.file,
+                                      pointer=rejected.pointer or rejected.source.pointer,
+                                      observed=rejected.observed, note=rejected.reason),),
                 key=f"rejected:{rejected.source.pointer}",
             ))
         if collection.state is State.PARTIAL:
@@ -366,6 +385,7 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False) -> list[Fin
         results = [Result(Status.ERROR, meta.id,
                           f"error: the check crashed: {type(exc).__name__}: {exc}{detail}",
                           key="crash")]
+    results = _qualify_summaries(results, meta, ctx)
     return [_finding(meta, r) for r in results + _coverage_gaps(meta, ctx)]
 
 

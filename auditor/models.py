@@ -45,6 +45,8 @@ class Rejected:
     source: SourceRef
     name: str
     reason: str
+    pointer: str = ""  # the property that could not be read
+    observed: Any = None
 
 
 # Field kinds beyond what the type hint says.
@@ -232,7 +234,6 @@ class AcceptedDomain(ExoObject):
     MatchSubDomains: bool | None = prop()
     IsCoexistenceDomain: bool | None = prop()
     OutboundOnly: bool | None = prop()
-    SendingToDomainDisabled: bool | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -443,6 +444,8 @@ def build(cls: type[Model], obj: RawObject, file: str) -> Model | Rejected:
                 source=source,
                 name=label,
                 reason=f"{name} at {obj.pointer}/{pointer_escape(key)}: {exc}",
+                pointer=f"{obj.pointer}/{pointer_escape(key)}",
+                observed=obj.data[key],
             )
     return cls(source=source, raw=obj.data, **kwargs)
 

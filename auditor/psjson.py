@@ -114,7 +114,7 @@ def parse_document(data: bytes, name: str) -> Document:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (the file ends early: truncated?)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        hint = " (the file ends early: truncated?)" if _ends_early(text, exc) else ""
         raise EvidenceError(
             name, f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}"
         ) from None
@@ -150,6 +150,13 @@ def _incomplete(document: Any) -> str | None:
             if "more results" in str(warning).lower():
                 return f"the admin API warned: {warning}"
     return None
+
+
+def _ends_early(text: str, exc: json.JSONDecodeError) -> bool:
+    """Whether a parse error is the end of a cut-off file rather than bad content."""
+    if exc.pos >= len(text.rstrip()) - 1:
+        return True
+    return exc.msg.startswith("Unterminated string") and '"' not in text[exc.pos + 1 :]
 
 
 def _split(document: Any, name: str) -> Iterator[RawObject]:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +20,7 @@ from .errors import InputError, SnapshotError
 from .evidence import CATALOG, SPECS, Collection, EvidenceStore, State, parse_evidence, spec_for_filename
 
 MANIFEST = "manifest.json"
+EXPORT_MANIFEST = "export.json"  # written by the export script: when and from where it ran
 SCHEMA_VERSION = 1
 EXTRA_DIR = "extra"
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -218,13 +219,18 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         raise InputError(
             f"{folder}: no export file found (expected files such as Get-TransportRule.json)"
         )
+    exported_at = _export_time(blobs.get(f"{EXTRA_DIR}/{EXPORT_MANIFEST}"))
+    if exported_at is not None:
+        stamp = _iso(exported_at)
+        items = {key: replace(item, collected_at=stamp) if item.path else item
+                 for key, item in items.items()}
     for spec in CATALOG:
         if spec.key not in items:
             reason = f"{spec.filename} is not in the export folder"
             items[spec.key] = EvidenceItem(key=spec.key, state=State.MISSING, error=reason)
             collections[spec.key] = Collection(key=spec.key, state=State.MISSING, reason=reason)
     evidence = EvidenceStore(collections)
-    created = datetime.fromtimestamp(newest, tz=UTC) if newest else datetime.now(UTC)
+    created = exported_at or datetime.fromtimestamp(newest or 0, tz=UTC)
     return Snapshot(
         created_at=created,
         source={"kind": "export-folder", "name": folder.resolve().name},
@@ -234,6 +240,19 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         blobs=blobs,
         tenant=_tenant_facts(evidence),
     )
+
+
+def _export_time(data: bytes | None) -> datetime | None:
+    """``collected_at`` from the export script's export.json, so that auditing the same
+    export folder twice (or after a copy changed file times) gives the same result."""
+    if data is None:
+        return None
+    try:
+        value = json.loads(data.decode("utf-8-sig")).get("collected_at")
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def write_snapshot(snapshot: Snapshot, out: Path) -> None:

@@ -89,19 +89,15 @@ class ConditionAnalysis:
         return tuple(c for c in self.conditions if c.outsider)
 
 
-def _predicate_names(rule: TransportRule) -> list[str] | None:
-    if not rule.has("Conditions"):
-        return None
-    names = []
-    for text in rule.Conditions:
-        short = text.rsplit(".", 1)[-1]
-        names.append(short.removesuffix("Predicate"))
+def predicate_names(rule: TransportRule) -> list[str]:
+    """Every condition of a rule: the predicates its ``Conditions`` list names, plus any
+    condition property that holds a value (exports made with Select-Object may lack one or
+    the other)."""
+    names = [text.rsplit(".", 1)[-1].removesuffix("Predicate") for text in rule.Conditions]
+    for name, props in CONDITION_PROPERTIES.items():
+        if name not in names and any(getattr(rule, p, None) for p in props):
+            names.append(name)
     return names
-
-
-def _present(rule: TransportRule, prop: str) -> bool:
-    value = getattr(rule, prop, None)
-    return bool(value)
 
 
 def analyse_conditions(rule: TransportRule, gateway: GatewayContext) -> ConditionAnalysis:
@@ -112,9 +108,7 @@ def analyse_conditions(rule: TransportRule, gateway: GatewayContext) -> Conditio
     Everything else (sender, recipients, headers, subject, any condition this tool does not
     model) is something an outsider can write into a message.
     """
-    names = _predicate_names(rule)
-    if names is None:
-        names = [n for n, props in CONDITION_PROPERTIES.items() if any(_present(rule, p) for p in props)]
+    names = predicate_names(rule)
     conditions: list[Condition] = []
     unknown: list[str] = []
     eop: list[str] = []
@@ -245,7 +239,7 @@ def rule_lock(rule: TransportRule, as_of: datetime) -> RuleLock | None:
     outside = (rule.FromScope or "").lower() == "notinorganization"
     if not (rejects and outside and rule.ExceptIfSenderIpRanges):
         return None
-    names = _predicate_names(rule) or []
+    names = predicate_names(rule)
     narrowing = [n for n in names if n not in ("FromScope", "SentToScope", "RecipientDomainIs")]
     if narrowing:
         return None

@@ -65,7 +65,7 @@ def reject_direct_send(ctx: CheckContext) -> Iterator[Result]:
                      key="org")
         return
     domains = [(d.DomainName or "").lower() for d in ctx.accepted_domains
-               if d.DomainName and not (d.OutboundOnly or d.SendingToDomainDisabled)]
+               if d.DomainName and not d.OutboundOnly]
     locks = [v.lock for v in (connector_lock(c, ctx.gateway) for c in ctx.inbound_connectors) if v.lock]
     uncovered = [d for d in domains if not any(lock.covers(d) for lock in locks)]
     if not uncovered:

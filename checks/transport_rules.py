@@ -112,7 +112,7 @@ def scl_bypass_rules(ctx: CheckContext) -> Iterator[Result]:
     if not examined:
         yield result(Status.PASS, "transport rules",
                      f"none of the {len(ctx.transport_rules)} transport rules sets SCL -1",
-                     key="none")
+                     key="none", summary=True)
 
 
 def _owner(ctx: CheckContext, text: str) -> GatewayProfile | None:
@@ -207,4 +207,4 @@ def external_copy_rules(ctx: CheckContext) -> Iterator[Result]:
     if not examined:
         yield result(Status.PASS, "transport rules",
                      f"none of the {len(ctx.transport_rules)} transport rules redirects, copies "
-                     "or adds recipients", key="none")
+                     "or adds recipients", key="none", summary=True)

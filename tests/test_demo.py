@@ -1,0 +1,69 @@
+"""The bundled demo tenant: every planted bypass is found, and nothing clean is flagged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from auditor.cli import demo_folder, main
+from auditor.evidence import State
+from auditor.snapshot import open_source
+
+from .conftest import DEMO, audit
+
+EXPECTED = {
+    ("CONN-001", "pass", "accepted domain contoso.com"),
+    ("CONN-001", "pass", "accepted domain contoso.onmicrosoft.com"),
+    ("CONN-001", "pass", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("CONN-001", "pass", "accepted domain northwindtraders.com"),
+    ("CONN-002", "pass", "inbound connector Mimecast Inbound"),
+    ("ORG-001", "pass", "organization contoso.onmicrosoft.com"),
+    ("POL-001", "fail", "connection filter policy Default: 203.0.113.0/24"),
+    ("POL-001", "fail", "connection filter policy Default: 198.18.0.0/24"),
+    ("RULE-001", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
+    ("RULE-001", "fail", "transport rule Allow partner newsletters"),
+    ("RULE-001", "fail", "transport rule Skip filtering - gateway scanned header (legacy)"),
+    ("RULE-001", "pass", "transport rule Old vendor allow (disabled)"),
+    ("RULE-002", "pass", "transport rule Executives - copy to assistant"),
+    ("RULE-002", "fail", "transport rule Finance - copy to external records archive"),
+}
+
+
+def test_the_demo_folder_is_found_from_the_checkout() -> None:
+    assert demo_folder() in (DEMO, Path(demo_folder()))
+
+
+def test_every_demo_evidence_file_reads_cleanly() -> None:
+    snapshot = open_source(DEMO)
+    for item in snapshot.items:
+        assert item.state is State.OK, (item.key, item.error)
+        assert item.rejected == 0 and item.warnings == (), item.key
+    assert sorted(e.path for e in snapshot.extras) == ["extra/README.md", "extra/export.json"]
+
+
+def test_the_demo_audit_finds_exactly_the_planted_bypasses() -> None:
+    report = audit(DEMO)
+    assert [p.id for p in report.gateway.active] == ["mimecast"]
+    found = {(f.check_id, f.status.value, f.resource) for f in report.findings}
+    assert found == EXPECTED
+
+
+def test_the_demo_is_audited_as_of_its_export_time() -> None:
+    report = audit(DEMO)
+    assert report.snapshot.created_at.isoformat() == "2026-11-20T09:14:03+00:00"
+
+
+def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    main(["audit", "--demo", "--out", str(out)])  # returns normally: exit code 0
+    html = (out / "report.html").read_text()
+    markdown = (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())
+    for text in ("Allow partner newsletters", "finance-archive@fabrikam-records.example",
+                 "203.0.113.0/24", "Mimecast Email Security"):
+        assert text in html and text in markdown
+    assert data["summary"]["by_status"]["fail"] == 5
+    assert data["summary"]["by_status"]["not_evaluated"] == 0
+    evidence = next(f for f in data["findings"] if f["resource"].endswith("Allow partner newsletters"))
+    assert evidence["evidence"][0] == {"source": "exo/Get-TransportRule.json", "pointer": "/1/SetSCL",
+                                       "property": "SetSCL", "observed": "-1", "note": None}
