@@ -119,6 +119,7 @@ def _finding_json(finding: Finding, meta: Any) -> dict[str, Any]:
         "mappings": ({"attack": list(meta.mappings.attack), "cis": list(meta.mappings.cis),
                       "scuba": list(meta.mappings.scuba)} if meta else {}),
         "fingerprint": finding.fingerprint,
+        "fix": finding.fix or None,
     }
 
 

@@ -131,11 +131,25 @@ class Result:
     severity: Severity | None = None  # overrides the check's default
     key: str = ""  # distinguishes several results about one resource (for the fingerprint)
     summary: bool = False  # "nothing found among all objects": only true if all were read
+    fix: str = ""  # the PowerShell that fixes this very finding (names quoted with ps_literal)
 
 
 def result(status: Status, resource: str, message: str, *evidence: EvidenceRef,
-           severity: Severity | None = None, key: str = "", summary: bool = False) -> Result:
-    return Result(status, resource, message, tuple(evidence), severity, key, summary)
+           severity: Severity | None = None, key: str = "", summary: bool = False,
+           fix: str = "") -> Result:
+    return Result(status, resource, message, tuple(evidence), severity, key, summary, fix)
+
+
+_PS_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+def ps_literal(value: str) -> str:
+    """A PowerShell single-quoted string holding ``value`` verbatim.
+
+    PowerShell treats the typographic single quotes as quotes too, so each is doubled like
+    the ASCII one; nothing inside a single-quoted string is expanded.
+    """
+    return "'" + "".join(c + c if c in _PS_QUOTES else c for c in value) + "'"
 
 
 CheckFunc = Callable[["CheckContext"], Iterable[Result]]
@@ -272,6 +286,7 @@ class Finding:
     message: str
     evidence: tuple[EvidenceRef, ...]
     fingerprint: str
+    fix: str = ""
 
 
 def fingerprint(check_id: str, resource: str, key: str) -> str:
@@ -289,6 +304,7 @@ def _finding(meta: CheckMeta, res: Result) -> Finding:
         message=res.message,
         evidence=res.evidence,
         fingerprint=fingerprint(meta.id, res.resource, res.key),
+        fix=res.fix,
     )
 
 

@@ -34,6 +34,11 @@ class IpRange:
         bits = 32 if self.family == 4 else 128
         return bits - (self.size - 1).bit_length()
 
+    @staticmethod
+    def from_int(value: int, family: Family = 4) -> str:
+        """The text form of an address given as an integer."""
+        return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))
+
     @classmethod
     def parse(cls, text: str) -> IpRange:
         """Parse ``192.0.2.1``, ``192.0.2.0/24`` or ``192.0.2.1-192.0.2.9`` (IPv4 or IPv6).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,14 @@ class EvidenceItem:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EvidenceItem:
+        if not isinstance(data, Mapping):
+            raise SnapshotError(f"manifest evidence entry is not an object: {data!r}"[:300])
+        for name in ("objects", "rejected", "size"):
+            if data.get(name) is not None and not isinstance(data.get(name), int):
+                raise SnapshotError(f"manifest evidence entry {name} is not a number")
+        for name in ("path", "sha256", "error", "source", "collected_at"):
+            if data.get(name) is not None and not isinstance(data.get(name), str):
+                raise SnapshotError(f"manifest evidence entry {name} is not text")
         try:
             return cls(
                 key=str(data["key"]),
@@ -95,7 +104,8 @@ class Snapshot:
     items: tuple[EvidenceItem, ...]
     extras: tuple[ExtraFile, ...]
     evidence: EvidenceStore
-    blobs: Mapping[str, bytes] = field(repr=False, default_factory=dict)
+    # Snapshot path -> contents, or the file to copy them from (files too large to hold).
+    blobs: Mapping[str, bytes | Path] = field(repr=False, default_factory=dict)
     tenant: Mapping[str, Any] = field(default_factory=dict)
     tool_version: str = __version__
 
@@ -138,6 +148,17 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _digest(data: bytes | Path) -> str:
+    """sha256 of contents held in memory or streamed from a file."""
+    if isinstance(data, bytes):
+        return _sha256(data)
+    digest = hashlib.sha256()
+    with data.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _tenant_facts(evidence: EvidenceStore) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for org in evidence.usable("Get-OrganizationConfig"):
@@ -173,7 +194,7 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         raise InputError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (expected an export folder or a snapshot)")
-    blobs: dict[str, bytes] = {}
+    blobs: dict[str, bytes | Path] = {}
     collections: dict[str, Collection[Any]] = {}
     items: dict[str, EvidenceItem] = {}
     extras: list[ExtraFile] = []
@@ -185,29 +206,27 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         stat = entry.stat()
         newest = stat.st_mtime if newest is None else max(newest, stat.st_mtime)
         spec = spec_for_filename(entry.name) if "/" not in relative else None
-        if stat.st_size > max_file_bytes:
-            if spec is None:
-                raise InputError(
-                    f"{relative}: {stat.st_size} bytes is above the {max_file_bytes}-byte limit"
-                )
-            collections[spec.key] = Collection(
-                key=spec.key,
-                state=State.ERROR,
-                reason=f"{stat.st_size} bytes is above the {max_file_bytes}-byte limit "
-                "(raise it with --max-file-size, or export fewer properties)",
-            )
-            items[spec.key] = EvidenceItem(key=spec.key, state=State.ERROR, size=stat.st_size,
-                                           error=collections[spec.key].reason)
-            continue
-        data = entry.read_bytes()
         collected = _iso(datetime.fromtimestamp(stat.st_mtime, tz=UTC))
+        if spec is not None and spec.key in collections:
+            raise InputError(f"{folder}: two files hold {spec.filename} (names differ only in case)")
         if spec is None:
             path = f"{EXTRA_DIR}/{relative}"
-            blobs[path] = data
-            extras.append(ExtraFile(path=path, sha256=_sha256(data), size=len(data)))
+            data_or_path: bytes | Path = entry if stat.st_size > max_file_bytes else entry.read_bytes()
+            blobs[path] = data_or_path
+            extras.append(ExtraFile(path=path, sha256=_digest(data_or_path), size=stat.st_size))
             continue
-        if spec.key in collections:
-            raise InputError(f"{folder}: two files hold {spec.filename} (names differ only in case)")
+        if stat.st_size > max_file_bytes:
+            reason = (f"{stat.st_size} bytes is above the {max_file_bytes}-byte limit, so it was "
+                      "kept but not read (raise the limit with --max-file-size, or export fewer "
+                      "properties)")
+            collections[spec.key] = Collection(key=spec.key, state=State.ERROR, reason=reason)
+            blobs[spec.path] = entry
+            items[spec.key] = EvidenceItem(
+                key=spec.key, state=State.ERROR, path=spec.path, sha256=_digest(entry),
+                size=stat.st_size, source=f"export folder file {relative}", collected_at=collected,
+                error=reason)
+            continue
+        data = entry.read_bytes()
         collection = parse_evidence(spec, data)
         collections[spec.key] = collection
         blobs[spec.path] = data
@@ -219,7 +238,8 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         raise InputError(
             f"{folder}: no export file found (expected files such as Get-TransportRule.json)"
         )
-    exported_at = _export_time(blobs.get(f"{EXTRA_DIR}/{EXPORT_MANIFEST}"))
+    export_manifest = blobs.get(f"{EXTRA_DIR}/{EXPORT_MANIFEST}")
+    exported_at = _export_time(export_manifest if isinstance(export_manifest, bytes) else None)
     if exported_at is not None:
         stamp = _iso(exported_at)
         items = {key: replace(item, collected_at=stamp) if item.path else item
@@ -264,7 +284,10 @@ def write_snapshot(snapshot: Snapshot, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path, data in sorted(snapshot.blobs.items()):
-                archive.writestr(path, data)
+                if isinstance(data, Path):
+                    archive.write(data, path)
+                else:
+                    archive.writestr(path, data)
             archive.writestr(MANIFEST, manifest)
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -272,7 +295,10 @@ def write_snapshot(snapshot: Snapshot, out: Path) -> None:
     for path, data in snapshot.blobs.items():
         target = out / PurePosixPath(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        if isinstance(data, Path):
+            shutil.copyfile(data, target)
+        else:
+            target.write_bytes(data)
     (out / MANIFEST).write_bytes(manifest)
 
 
@@ -341,7 +367,7 @@ def load_snapshot(path: Path) -> Snapshot:
     manifest = _read_manifest(store)
     items: list[EvidenceItem] = []
     collections: dict[str, Collection[Any]] = {}
-    blobs: dict[str, bytes] = {}
+    blobs: dict[str, bytes | Path] = {}
     for entry in manifest["evidence"]:
         item = EvidenceItem.from_json(entry)
         spec = SPECS.get(item.key)
@@ -378,21 +404,27 @@ def load_snapshot(path: Path) -> Snapshot:
         if spec.key not in collections:
             collections[spec.key] = Collection(key=spec.key, state=State.MISSING,
                                                reason=f"{spec.key} is not in the snapshot")
-    extras = tuple(
-        ExtraFile(path=str(e["path"]), sha256=str(e["sha256"]), size=int(e.get("size") or 0))
-        for e in manifest.get("extra") or []
-        if isinstance(e, dict) and "path" in e and "sha256" in e
-    )
+    extras = []
+    for extra in manifest.get("extra") or []:
+        if not (isinstance(extra, dict) and isinstance(extra.get("path"), str)
+                and isinstance(extra.get("sha256"), str) and isinstance(extra.get("size", 0), int)):
+            raise SnapshotError(f"{path}: manifest extra entry is malformed: {extra!r}"[:300])
+        extras.append(ExtraFile(path=extra["path"], sha256=extra["sha256"], size=extra.get("size", 0)))
     try:
         created = datetime.fromisoformat(str(manifest.get("created_at")).replace("Z", "+00:00"))
     except ValueError:
         raise SnapshotError(f"{path}: manifest created_at is not a date") from None
-    tool = manifest.get("tool") if isinstance(manifest.get("tool"), dict) else {}
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    for name in ("tool", "source", "tenant"):
+        if not isinstance(manifest.get(name) or {}, dict):
+            raise SnapshotError(f"{path}: manifest {name} must be an object")
+    tool = manifest.get("tool") or {}
     return Snapshot(
         created_at=created,
         source=manifest.get("source") or {},
         items=tuple(items),
-        extras=extras,
+        extras=tuple(extras),
         evidence=EvidenceStore(collections),
         blobs=blobs,
         tenant=manifest.get("tenant") or {},

@@ -65,11 +65,14 @@ def to_datetime(value: Any) -> datetime | None:
     text = value.strip()
     match = _MS_DATE.match(text.replace("\\/", "/"))
     if match:
-        moment = datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
-        if match.group(2):
-            sign = 1 if match.group(2)[0] == "+" else -1
-            hours, minutes = int(match.group(2)[1:3]), int(match.group(2)[3:5])
-            moment = moment.astimezone(timezone(sign * timedelta(hours=hours, minutes=minutes)))
+        try:
+            moment = datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+            if match.group(2):
+                sign = 1 if match.group(2)[0] == "+" else -1
+                hours, minutes = int(match.group(2)[1:3]), int(match.group(2)[3:5])
+                moment = moment.astimezone(timezone(sign * timedelta(hours=hours, minutes=minutes)))
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"date {value!r} is out of range") from None
         return moment
     try:
         parsed = datetime.fromisoformat(text)
@@ -119,7 +122,7 @@ def to_strings(value: Any, *, split: bool) -> tuple[str, ...]:
     if text is None:
         return ()
     if split:
-        return tuple(part for part in re.split(r"[\s,;]+", text.strip()) if part) if (
+        return tuple(part for part in re.split(r"[\s,]+", text.strip()) if part) if (
             " " in text.strip() or "," in text
         ) else (text.strip(),)
     return (text,)

@@ -3,12 +3,12 @@ which inbound connectors lock the tenant to the gateway. Pure functions over mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from auditor.engine import ps_literal
 from auditor.gateways import GatewayContext
-from auditor.models import AcceptedDomain, EvidenceRef, InboundConnector, TransportRule
+from auditor.models import EvidenceRef, InboundConnector, TransportRule
 from auditor.netutil import IpRange
 from auditor.values import sender_domain_entry
 
@@ -154,10 +154,6 @@ def _as_list(value: object) -> list[object]:
     return [value]
 
 
-def accepted_domain_names(domains: Iterable[AcceptedDomain]) -> list[str]:
-    return sorted({(d.DomainName or "").lower().rstrip(".") for d in domains if d.DomainName})
-
-
 @dataclass(frozen=True)
 class ConnectorLock:
     """An enabled Partner connector that restricts delivery for all sender domains."""
@@ -244,3 +240,37 @@ def rule_lock(rule: TransportRule, as_of: datetime) -> RuleLock | None:
     if narrowing:
         return None
     return RuleLock(rule, frozenset(d.lower() for d in rule.RecipientDomainIs))
+
+
+def connector_cidrs(gateway: GatewayContext) -> list[str]:
+    """The active gateways' IPv4 ranges as a connector accepts them (/24 to /32 only)."""
+    out: list[str] = []
+    for profile in gateway.active:
+        for group in profile.range_groups:
+            for rng in group.ranges:
+                if rng.family != 4:
+                    continue
+                if rng.prefix_len >= 24:
+                    out.append(rng.text)
+                    continue
+                for start in range(rng.first, rng.last + 1, 256):
+                    out.append(f"{IpRange.from_int(start)}/24")
+    return sorted(set(out), key=lambda t: IpRange.parse(t).first)
+
+
+def lockdown_command(gateway: GatewayContext) -> str:
+    """PowerShell creating the inbound lock for the active gateway, with its real ranges."""
+    cidrs = connector_cidrs(gateway)
+    name = ps_literal(f"Inbound from {gateway.names}")
+    if cidrs:
+        listed = ",".join(cidrs)
+        return (f"New-InboundConnector -Name {name} -ConnectorType Partner -SenderDomains * "
+                f"-RestrictDomainsToIPAddresses $true -SenderIPAddresses {listed} -RequireTls $true")
+    names = [n for p in gateway.active for n in p.tls_certificate_names]
+    if names:
+        return (f"New-InboundConnector -Name {name} -ConnectorType Partner -SenderDomains * "
+                f"-RestrictDomainsToCertificate $true -TlsSenderCertificateName {ps_literal(names[0])} "
+                "-RequireTls $true")
+    return (f"New-InboundConnector -Name {name} -ConnectorType Partner -SenderDomains * "
+            "-RestrictDomainsToIPAddresses $true -SenderIPAddresses <your gateway's delivery IPs> "
+            "-RequireTls $true")

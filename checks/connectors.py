@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from auditor.context import CheckContext
-from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
+from auditor.engine import (
+    Mappings,
+    Reference,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    ps_literal,
+    result,
+)
 from auditor.netutil import IpRange
 
 from ._analysis import (
     analyse_conditions,
     connector_lock,
     filter_bypass,
+    lockdown_command,
     rule_in_force,
     rule_lock,
 )
@@ -119,7 +130,7 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
                          "SMTP before the rule runs, and the rule can be disabled, set to audit, "
                          "expire or be pre-empted by a higher-priority rule",
                          rule.ref("ExceptIfSenderIpRanges"), rule.ref("State"),
-                         severity=Severity.MEDIUM, key=name)
+                         severity=Severity.MEDIUM, key=name, fix=lockdown_command(ctx.gateway))
             continue
         message = (f"no enabled Partner connector for all sender domains restricts mail for {name} "
                    f"to {ctx.gateway.names}: mail sent straight to the tenant's Exchange Online "
@@ -134,7 +145,8 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
             evidence.append(open_bypass[0].ref("SetSCL"))
         if not rules_known:
             message += " (transport rules were not collected, so a rule-based lock was not looked for)"
-        yield result(Status.FAIL, resource, message, *evidence, severity=severity, key=name)
+        yield result(Status.FAIL, resource, message, *evidence, severity=severity, key=name,
+                     fix=lockdown_command(ctx.gateway))
 
 
 @check(
@@ -177,7 +189,8 @@ def gateway_connector_enabled(ctx: CheckContext) -> Iterator[Result]:
             changed = f" (last changed {conn.WhenChanged:%Y-%m-%d})" if conn.WhenChanged else ""
             yield result(Status.FAIL, resource,
                          f"the connector for {ctx.gateway.names} is disabled{changed}",
-                         conn.ref("Enabled"), conn.ref("WhenChanged"), key=conn.display_name)
+                         conn.ref("Enabled"), conn.ref("WhenChanged"), key=conn.display_name,
+                         fix=f"Set-InboundConnector -Identity {ps_literal(conn.display_name)} -Enabled $true")
         else:
             yield result(Status.NOT_EVALUATED, resource,
                          "not evaluated: the export does not say whether the connector is enabled",

@@ -82,9 +82,11 @@ def reject_direct_send(ctx: CheckContext) -> Iterator[Result]:
                      f"('{rule_locks[0].rule.display_name}') stops outside mail not from the "
                      "gateway: the rule acts after the message is accepted",
                      org.ref("RejectDirectSend"), rule_locks[0].rule.ref("ExceptIfSenderIpRanges"),
-                     severity=Severity.MEDIUM, key="org")
+                     severity=Severity.MEDIUM, key="org",
+                     fix="Set-OrganizationConfig -RejectDirectSend $true")
         return
     yield result(Status.FAIL, resource,
                  "Direct Send is allowed and inbound mail is not locked down for "
                  f"{', '.join(uncovered)}: anyone can send mail as these domains straight to "
-                 "Exchange Online, around the gateway", org.ref("RejectDirectSend"), key="org")
+                 "Exchange Online, around the gateway", org.ref("RejectDirectSend"), key="org",
+                 fix="Set-OrganizationConfig -RejectDirectSend $true")

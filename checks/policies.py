@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from auditor.context import CheckContext
-from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
+from auditor.engine import (
+    Mappings,
+    Reference,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    ps_literal,
+    result,
+)
 from auditor.netutil import IpRange
 
 MS_CONNECTION_FILTER = Reference(
@@ -72,24 +82,27 @@ def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
             bad += 1
             owner = ctx.gateway.owner(rng)
             entry = policy.ref_item("IPAllowList", text)
+            fix = (f"Set-HostedConnectionFilterPolicy -Identity {ps_literal(name)} "
+                   f"-IPAllowList @{{Remove={ps_literal(text)}}}")
             if owner is not None and owner.deployment == "exchange-online":
                 yield result(Status.FAIL, f"{resource}: {text}",
                              f"{text} is Exchange Online's own sending range: every Microsoft 365 "
                              "tenant's mail from it skips filtering", entry,
-                             severity=Severity.CRITICAL, key=f"{name}:{text}")
+                             severity=Severity.CRITICAL, key=f"{name}:{text}", fix=fix)
             elif owner is not None:
                 active = ctx.gateway.names if ctx.gateway.detected else "no gateway detected"
                 yield result(Status.FAIL, f"{resource}: {text}",
                              f"{text} belongs to {owner.name}, not the gateway in use ({active}); "
                              "a stale entry from a former gateway, or a sign of tampering",
                              entry, severity=max(Severity.HIGH, _width_severity(rng),
-                                                 key=lambda s: s.rank), key=f"{name}:{text}")
+                                                 key=lambda s: s.rank), key=f"{name}:{text}",
+                             fix=fix)
             else:
                 yield result(Status.FAIL, f"{resource}: {text}",
                              f"{text} (/{rng.prefix_len}, "
                              f"{rng.size} addresses) belongs to no known gateway: mail from it "
                              "skips spam filtering and sender authentication",
-                             entry, severity=_width_severity(rng), key=f"{name}:{text}")
+                             entry, severity=_width_severity(rng), key=f"{name}:{text}", fix=fix)
         if not bad:
             if policy.IPAllowList:
                 message = (f"every allow-list entry is {ctx.gateway.names}'s published range "

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from auditor.context import CheckContext
-from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
+from auditor.engine import (
+    Mappings,
+    Reference,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    ps_literal,
+    result,
+)
 from auditor.gateways import GatewayProfile
 from auditor.models import TransportRule
 from auditor.netutil import IpRange
@@ -33,6 +43,10 @@ MS_EFC = Reference(
 
 def _resource(rule: TransportRule) -> str:
     return f"transport rule {rule.display_name}"
+
+
+def _disable(rule: TransportRule) -> str:
+    return f"Disable-TransportRule -Identity {ps_literal(rule.display_name)} -Confirm:$false"
 
 
 @check(
@@ -88,7 +102,7 @@ def scl_bypass_rules(ctx: CheckContext) -> Iterator[Result]:
                 yield result(Status.WARN, resource,
                              "sets SCL -1 for sender IP ranges, but no gateway is known to compare "
                              "them with (use --gateway NAME)", action, ip_condition.evidence,
-                             severity=Severity.MEDIUM, key=rule.display_name)
+                             severity=Severity.MEDIUM, key=rule.display_name, fix=_disable(rule))
                 continue
             owners = {o.name for t in analysis.unknown_ranges
                       if (o := _owner(ctx, t)) is not None}
@@ -98,7 +112,7 @@ def scl_bypass_rules(ctx: CheckContext) -> Iterator[Result]:
                          f"published ones: {', '.join(analysis.unknown_ranges + analysis.unparsed_ranges)}"
                          f"{whose}; mail from those addresses skips spam filtering",
                          action, ip_condition.evidence, severity=Severity.MEDIUM,
-                         key=rule.display_name)
+                         key=rule.display_name, fix=_disable(rule))
             continue
         severity, why = _severity(rule, analysis.outsider_conditions, ctx, own)
         if analysis.exchange_online_ranges:
@@ -108,7 +122,7 @@ def scl_bypass_rules(ctx: CheckContext) -> Iterator[Result]:
                    "tenant can send from")
         evidence = [action] + [c.evidence for c in analysis.outsider_conditions]
         yield result(Status.FAIL, resource, f"sets SCL -1 {why}", *evidence,
-                     severity=severity, key=rule.display_name)
+                     severity=severity, key=rule.display_name, fix=_disable(rule))
     if not examined:
         yield result(Status.PASS, "transport rules",
                      f"none of the {len(ctx.transport_rules)} transport rules sets SCL -1",
@@ -196,7 +210,7 @@ def external_copy_rules(ctx: CheckContext) -> Iterator[Result]:
             yield result(Status.FAIL, resource,
                          f"sends copies outside the accepted domains {scope}: {listed}",
                          *(rule.ref_item(p, v) for p, v, _ in external),
-                         severity=severity, key=rule.display_name)
+                         severity=severity, key=rule.display_name, fix=_disable(rule))
         else:
             listed = ", ".join(f"{prop} {value!r}" for prop, value in unresolved)
             yield result(Status.WARN, resource,

@@ -67,3 +67,12 @@ def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path
     evidence = next(f for f in data["findings"] if f["resource"].endswith("Allow partner newsletters"))
     assert evidence["evidence"][0] == {"source": "exo/Get-TransportRule.json", "pointer": "/1/SetSCL",
                                        "property": "SetSCL", "observed": "-1", "note": None}
+
+
+def test_failing_demo_findings_carry_the_exact_fix() -> None:
+    report = audit(DEMO)
+    fixes = {f.resource: f.fix for f in report.findings if f.status.value == "fail"}
+    assert fixes["transport rule Allow partner newsletters"] == (
+        "Disable-TransportRule -Identity 'Allow partner newsletters' -Confirm:$false")
+    assert fixes["connection filter policy Default: 203.0.113.0/24"] == (
+        "Set-HostedConnectionFilterPolicy -Identity 'Default' -IPAllowList @{Remove='203.0.113.0/24'}")

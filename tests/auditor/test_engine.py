@@ -192,3 +192,9 @@ def test_registry_lookup_is_case_insensitive() -> None:
     assert isinstance(REGISTRY, Registry)
     chk = REGISTRY.get("rule-001")
     assert chk is not None and chk.id == "RULE-001"
+
+
+def test_ps_literal_doubles_every_kind_of_single_quote() -> None:
+    from auditor.engine import ps_literal
+
+    assert ps_literal("O'Brien \u2018x\u2019 $env:PATH") == "'O''Brien \u2018\u2018x\u2019\u2019 $env:PATH'"

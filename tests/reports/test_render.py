@@ -24,6 +24,7 @@ def _report(name: str = HOSTILE) -> dict[str, Any]:
                        {"title": "evil", "url": "javascript:alert(1)"}],
         "mappings": {"attack": ["T1685"], "cis": ["6.2.2"], "scuba": []},
         "fingerprint": "abc",
+        "fix": f"Disable-TransportRule -Identity '{name}'",
     }
     passed = dict(finding, status="pass", severity="high", fingerprint="def")
     return {
@@ -68,7 +69,8 @@ def test_html_shows_evidence_and_remediation() -> None:
 
 def test_markdown_cannot_open_tags_links_or_cells() -> None:
     md = render(_report(), "md")
-    assert "<script" not in md
+    prose = md.split("~~~~")[::2]  # code fences (the PowerShell fix) are never rendered as HTML
+    assert len(prose) > 1 and all("<script" not in part for part in prose)
     assert "\u202e" not in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| exo/Get-TransportRule.json"))
     assert line.count(" | ") == 3  # no cell split by the value
