@@ -15,7 +15,7 @@ from auditor.gateways import builtin_profiles, find_profile, load_profile_file
 from auditor.snapshot import open_source
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "reference" / "exo-samples"
+SAMPLES = REPO / "tests" / "fixtures" / "exo-samples"
 DEMO = REPO / "examples" / "contoso"
 
 # Documentation ranges standing in for a gateway in hand-written fixtures.
