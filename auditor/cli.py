@@ -286,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
-        hint = f"\n{exc.ctx.get_usage()}" if exc.ctx else ""
-        _fail(f"{exc.format_message()}{hint}", EXIT_INPUT)
+        command = exc.ctx.command_path if exc.ctx else "mailflow-audit"
+        _fail(f"{exc.format_message()} (see `{command} --help`)", EXIT_INPUT)
     except click.Abort:
         _fail("aborted", EXIT_INPUT)
     except InputError as exc:
