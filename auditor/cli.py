@@ -6,10 +6,11 @@ audit with --fail-on-incomplete, 3 usage or input error, 4 internal error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,14 +18,18 @@ import click
 
 from . import __version__
 from .audit import Report, run_audit
+from .dnscollect import collect
+from .dnsresolve import Nameserver, Resolver, system_nameservers
 from .engine import Registry, Severity, discover
 from .errors import AuditorError, InputError
-from .gateways import builtin_profiles, load_profile_file
+from .gateways import builtin_profiles, load_profile_file, resolve_gateway
 from .snapshot import (
     DEFAULT_MAX_FILE_BYTES,
+    Snapshot,
     import_export_folder,
     open_source,
     verify_snapshot,
+    with_dns,
     write_snapshot,
 )
 
@@ -81,6 +86,51 @@ def _severity(value: str) -> Severity | None:
                                  param_hint="--fail-on") from None
 
 
+def dns_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The DNS options shared by the commands that collect DNS evidence."""
+    for option in reversed((
+        click.option("--no-dns", is_flag=True,
+                     help="Collect no DNS evidence; the DNS checks report not evaluated."),
+        click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+                     help="Send every DNS query to this server only (repeatable)."),
+        click.option("--domain", "domains", multiple=True, metavar="DOMAIN",
+                     help="Also audit this domain's DNS (repeatable)."),
+        click.option("--dns-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0,
+                     show_default=True, help="Seconds to wait for each DNS answer."),
+    )):
+        func = option(func)
+    return func
+
+
+def _dns(snapshot: Snapshot, *, no_dns: bool, nameservers: tuple[str, ...],
+         domains: tuple[str, ...], timeout: float) -> Snapshot:
+    """Add DNS evidence: recorded answers are kept (offline re-audit); otherwise ask live."""
+    if no_dns:
+        if domains or nameservers:
+            raise click.UsageError("--no-dns cannot be combined with --domain or --nameserver")
+        if snapshot.evidence.dns:
+            return snapshot
+        return with_dns(snapshot, [], reason="DNS was not collected (--no-dns)")
+    if snapshot.evidence.dns and not domains and not nameservers:
+        return snapshot
+    wanted = [str(getattr(d, "DomainName", "") or "")
+              for d in snapshot.evidence.usable("Get-AcceptedDomain")]
+    # Initial *.onmicrosoft.com domains are Microsoft's zone: their MX is always Exchange Online.
+    wanted = [d for d in wanted if d and not d.startswith("*")
+              and not d.lower().rstrip(".").endswith(".onmicrosoft.com")] + list(domains)
+    if not wanted:
+        return with_dns(snapshot, [], reason="no domain to look up (no accepted domains)")
+    servers = [Nameserver.parse(n) for n in nameservers] or system_nameservers()
+    resolver = Resolver(servers, timeout=timeout)
+    selectors = [s for p in resolve_gateway(snapshot.evidence, builtin_profiles()).active
+                 for s in p.dkim_selectors]
+    click.echo(f"collecting DNS for {len(wanted)} domain(s) via "
+               f"{', '.join(str(s) for s in servers)}", err=True)
+    recorded = asyncio.run(collect(wanted, resolver, dkim_selectors=selectors))
+    click.echo(f"  {resolver.sent} DNS queries sent", err=True)
+    return with_dns(snapshot, recorded)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mailflow-audit")
 def cli() -> None:
@@ -104,10 +154,12 @@ def cli() -> None:
               help="Exit 2 when any check could not be evaluated.")
 @click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES,
               show_default=True, help="Largest evidence file read, in bytes.")
+@dns_options
 @click.option("--debug", is_flag=True, help="Re-raise a crashing check instead of reporting it.")
 def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | None,
           formats: str | None, out: Path | None, fail_on: str, fail_on_incomplete: bool,
-          max_file_size: int, debug: bool) -> None:
+          max_file_size: int, no_dns: bool, nameservers: tuple[str, ...], domains: tuple[str, ...],
+          dns_timeout: float, debug: bool) -> None:
     """Audit SOURCE: an export folder or a snapshot (folder or .zip)."""
     threshold = _severity(fail_on)
     chosen = _formats(formats)
@@ -117,6 +169,8 @@ def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | No
     assert path is not None
     snapshot = open_source(path, max_file_bytes=max_file_size)
     user_profile = load_profile_file(gateway_file) if gateway_file else None
+    snapshot = _dns(snapshot, no_dns=no_dns, nameservers=nameservers, domains=domains,
+                    timeout=dns_timeout)
     report = run_audit(snapshot, _registry(), gateway=gateway, user_profile=user_profile,
                        debug=debug)
     _emit(report, chosen, out, explicit=formats is not None)
@@ -172,9 +226,13 @@ def _summary(report: Report) -> None:
               help="Snapshot to write: a new folder, or a file ending in .zip.")
 @click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES,
               show_default=True, help="Largest evidence file read, in bytes.")
-def import_(export_dir: Path, out: Path, max_file_size: int) -> None:
-    """Turn an export folder into a hashed snapshot."""
+@dns_options
+def import_(export_dir: Path, out: Path, max_file_size: int, no_dns: bool,
+            nameservers: tuple[str, ...], domains: tuple[str, ...], dns_timeout: float) -> None:
+    """Turn an export folder into a hashed snapshot (with the domains' DNS answers)."""
     snapshot = import_export_folder(export_dir, max_file_bytes=max_file_size)
+    snapshot = _dns(snapshot, no_dns=no_dns, nameservers=nameservers, domains=domains,
+                    timeout=dns_timeout)
     write_snapshot(snapshot, out)
     for item in snapshot.items:
         detail = f"{item.objects} objects" if item.objects is not None else (item.error or "")

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import TypeVar, cast
 
 from . import models
+from .dnsevidence import DNS_KEY, DomainDns
+from .dnsmodel import normalise_name
 from .errors import UndeclaredEvidenceError
 from .evidence import EvidenceStore
 from .gateways import GatewayContext
@@ -77,6 +79,18 @@ class CheckContext:
     @property
     def connection_filter_policies(self) -> tuple[models.HostedConnectionFilterPolicy, ...]:
         return self.objects("Get-HostedConnectionFilterPolicy", models.HostedConnectionFilterPolicy)
+
+    def dns(self, domain: str) -> DomainDns | None:
+        """The DNS answers recorded for a domain (None when it was not collected)."""
+        if DNS_KEY not in self._allowed:
+            raise UndeclaredEvidenceError("the check read DNS evidence without declaring it")
+        return self._audit.evidence.dns.get(normalise_name(domain))
+
+    def recorded_domains(self) -> list[str]:
+        """Every domain with recorded DNS answers."""
+        if DNS_KEY not in self._allowed:
+            raise UndeclaredEvidenceError("the check read DNS evidence without declaring it")
+        return sorted(self._audit.evidence.dns)
 
     def is_internal_address(self, address: str) -> bool:
         """Whether an address is in one of the tenant's accepted domains (or their subdomains

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckDefinitionError, UndeclaredEvidenceError
-from .evidence import SPECS, State
+from .evidence import EVIDENCE_KEYS, State
 from .models import EvidenceRef
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def validate(check_obj: Check) -> None:
         problems.append("severity is not a Severity")
     if not meta.requires:
         problems.append("requires lists no evidence")
-    unknown = [key for key in meta.requires + meta.uses if key not in SPECS]
+    unknown = [key for key in meta.requires + meta.uses if key not in EVIDENCE_KEYS]
     if unknown:
         problems.append(f"requires unknown evidence {unknown}")
     if problems:
@@ -319,8 +319,8 @@ def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
             status=Status.NOT_EVALUATED,
             resource=key,
             message=f"not evaluated: {key} is {state}: {collection.reason}",
-            evidence=(EvidenceRef(file=f"exo/{key}.json", pointer="", observed=state,
-                                  note=collection.reason),),
+            evidence=(EvidenceRef(file="dns/" if key == "dns" else f"exo/{key}.json", pointer="",
+                                  observed=state, note=collection.reason),),
             key=f"evidence:{key}",
         ))
     return results

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from . import models
+from .dnsevidence import DNS_KEY, DomainDns
 from .errors import EvidenceError
 from .models import ExoObject, Rejected
 from .psjson import parse_document
@@ -73,6 +74,7 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     EvidenceSpec("Get-ApplicationAccessPolicy", models.ApplicationAccessPolicy),
 )
 SPECS: Mapping[str, EvidenceSpec] = {spec.key: spec for spec in CATALOG}
+EVIDENCE_KEYS = frozenset(SPECS) | {DNS_KEY}  # what a check may list in requires / uses
 _BY_FILENAME: Mapping[str, EvidenceSpec] = {spec.filename.lower(): spec for spec in CATALOG}
 
 
@@ -136,11 +138,18 @@ def parse_evidence(spec: EvidenceSpec, data: bytes) -> Collection[Any]:
 
 @dataclass(frozen=True)
 class EvidenceStore:
-    """Every catalogued evidence item of one snapshot, parsed or with its reason."""
+    """Every catalogued evidence item of one snapshot, parsed or with its reason, and the
+    recorded DNS answers per domain."""
 
     collections: Mapping[str, Collection[Any]] = field(default_factory=dict)
+    dns: Mapping[str, DomainDns] = field(default_factory=dict)
+    dns_reason: str = "DNS was not collected for this snapshot"
 
     def get(self, key: str) -> Collection[Any]:
+        if key == DNS_KEY:
+            if self.dns:
+                return Collection(key=DNS_KEY, state=State.OK)
+            return Collection(key=DNS_KEY, state=State.MISSING, reason=self.dns_reason)
         found = self.collections.get(key)
         if found is None:
             return Collection(key=key, state=State.MISSING, reason=f"{key} was not collected")

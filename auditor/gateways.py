@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from .dnsmodel import DnsQuery, DnsStatus
 from .errors import ProfileError
 from .evidence import EvidenceStore
 from .models import (
@@ -369,6 +370,17 @@ def _clues(evidence: EvidenceStore, candidates: Iterable[GatewayProfile]) -> lis
         assert isinstance(rule, TransportRule)
         ranges_clue(rule, "SenderIpRanges", rule.SenderIpRanges, "weak", "transport rule")
         ranges_clue(rule, "ExceptIfSenderIpRanges", rule.ExceptIfSenderIpRanges, "weak", "transport rule")
+    for domain in evidence.dns.values():
+        query = DnsQuery.of(domain.domain, "MX")
+        mx = domain.lookup(query)
+        if mx.status is not DnsStatus.OK:
+            continue
+        for _, host in mx.mx():
+            for profile in candidates:
+                if profile.matches_mx(host):
+                    found.append(Clue(profile.id, "strong",
+                                      f"MX of {domain.domain} is {host}, a {profile.name} host",
+                                      domain.ref(query)))
     for policy in evidence.usable("Get-HostedConnectionFilterPolicy"):
         assert isinstance(policy, HostedConnectionFilterPolicy)
         ranges_clue(policy, "IPAllowList", policy.IPAllowList, "weak", "connection filter policy")

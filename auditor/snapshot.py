@@ -10,14 +10,15 @@ import hashlib
 import json
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import __version__
-from .errors import InputError, SnapshotError
+from .dnsevidence import DNS_DIR, DNS_KEY, DomainDns
+from .errors import EvidenceError, InputError, SnapshotError
 from .evidence import CATALOG, SPECS, Collection, EvidenceStore, State, parse_evidence, spec_for_filename
 
 MANIFEST = "manifest.json"
@@ -127,6 +128,7 @@ class Snapshot:
             "tenant": dict(self.tenant),
             "source": dict(self.source),
             "evidence": [item.to_json() for item in self.items],
+            "dns_reason": None if self.evidence.dns else self.evidence.dns_reason,
             "extra": [{"path": e.path, "sha256": e.sha256, "size": e.size} for e in self.extras],
         }
         body["digest"] = manifest_digest(body)
@@ -198,6 +200,8 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
     collections: dict[str, Collection[Any]] = {}
     items: dict[str, EvidenceItem] = {}
     extras: list[ExtraFile] = []
+    dns_items: list[EvidenceItem] = []
+    dns: dict[str, DomainDns] = {}
     newest: float | None = None
     for entry in sorted(folder.rglob("*")):
         if not entry.is_file():
@@ -207,6 +211,15 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         newest = stat.st_mtime if newest is None else max(newest, stat.st_mtime)
         spec = spec_for_filename(entry.name) if "/" not in relative else None
         collected = _iso(datetime.fromtimestamp(stat.st_mtime, tz=UTC))
+        if (relative.startswith(f"{DNS_DIR}/") and relative.count("/") == 1
+                and relative.endswith(".json") and stat.st_size <= max_file_bytes):
+            data = entry.read_bytes()
+            blobs[relative] = data
+            item, recorded = _dns_item(relative, data, f"export folder file {relative}")
+            dns_items.append(item)
+            if recorded is not None:
+                dns[recorded.domain] = recorded
+            continue
         if spec is not None and spec.key in collections:
             raise InputError(f"{folder}: two files hold {spec.filename} (names differ only in case)")
         if spec is None:
@@ -232,7 +245,7 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
         blobs[spec.path] = data
         items[spec.key] = _item_for(spec.key, collection, data, spec.path,
                                     f"export folder file {relative}", collected)
-    if not items and not extras:
+    if not items and not extras and not dns_items:
         raise InputError(f"{folder}: the folder is empty")
     if not items:
         raise InputError(
@@ -249,17 +262,50 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
             reason = f"{spec.filename} is not in the export folder"
             items[spec.key] = EvidenceItem(key=spec.key, state=State.MISSING, error=reason)
             collections[spec.key] = Collection(key=spec.key, state=State.MISSING, reason=reason)
-    evidence = EvidenceStore(collections)
+    evidence = EvidenceStore(collections, dns=dns)
     created = exported_at or datetime.fromtimestamp(newest or 0, tz=UTC)
     return Snapshot(
         created_at=created,
         source={"kind": "export-folder", "name": folder.resolve().name},
-        items=tuple(items[spec.key] for spec in CATALOG),
+        items=tuple(items[spec.key] for spec in CATALOG) + tuple(dns_items),
         extras=tuple(extras),
         evidence=evidence,
         blobs=blobs,
         tenant=_tenant_facts(evidence),
     )
+
+
+def _dns_item(path: str, data: bytes, source: str) -> tuple[EvidenceItem, DomainDns | None]:
+    """The manifest entry of a recorded DNS file, and its answers when it can be read."""
+    try:
+        recorded = DomainDns.from_bytes(data, path)
+    except EvidenceError as exc:
+        key = f"{DNS_KEY}:{PurePosixPath(path).stem}"
+        return EvidenceItem(key=key, state=State.ERROR, path=path, sha256=_sha256(data),
+                            size=len(data), source=source, error=exc.reason), None
+    failed = sum(1 for a in recorded.answers if a.status.temporary)
+    warnings = (f"{failed} lookup(s) failed (timeout, SERVFAIL or error)",) if failed else ()
+    return EvidenceItem(key=f"{DNS_KEY}:{recorded.domain}", state=State.OK, path=path,
+                        sha256=_sha256(data), size=len(data), source=source,
+                        collected_at=recorded.collected_at, objects=len(recorded.answers),
+                        rejected=0, warnings=warnings), recorded
+
+
+def with_dns(snapshot: Snapshot, recorded: Iterable[DomainDns], *, reason: str | None = None) -> Snapshot:
+    """The snapshot with freshly collected DNS evidence added (or why there is none)."""
+    blobs = dict(snapshot.blobs)
+    items = list(snapshot.items)
+    dns = dict(snapshot.evidence.dns)
+    for domain in recorded:
+        data = domain.to_bytes()
+        blobs[domain.file] = data
+        item, parsed = _dns_item(domain.file, data, "live DNS lookups")
+        items = [i for i in items if i.key != item.key] + [item]
+        if parsed is not None:
+            dns[parsed.domain] = parsed
+    evidence = replace(snapshot.evidence, dns=dns,
+                       dns_reason=reason or snapshot.evidence.dns_reason)
+    return replace(snapshot, blobs=blobs, items=tuple(items), evidence=evidence)
 
 
 def _export_time(data: bytes | None) -> datetime | None:
@@ -368,9 +414,22 @@ def load_snapshot(path: Path) -> Snapshot:
     items: list[EvidenceItem] = []
     collections: dict[str, Collection[Any]] = {}
     blobs: dict[str, bytes | Path] = {}
+    dns: dict[str, DomainDns] = {}
     for entry in manifest["evidence"]:
         item = EvidenceItem.from_json(entry)
         spec = SPECS.get(item.key)
+        if item.key.startswith(f"{DNS_KEY}:") and item.path and item.state.usable:
+            data = store.read(item.path)
+            if data is None or _sha256(data) != item.sha256:
+                items.append(replace(item, state=State.ERROR,
+                                     error=f"{item.path} is missing or changed after collection"))
+                continue
+            blobs[item.path] = data
+            dns_item, recorded = _dns_item(item.path, data, item.source or "snapshot")
+            items.append(replace(dns_item, collected_at=item.collected_at))
+            if recorded is not None:
+                dns[recorded.domain] = recorded
+            continue
         if spec is None:
             items.append(item)
             continue
@@ -425,7 +484,9 @@ def load_snapshot(path: Path) -> Snapshot:
         source=manifest.get("source") or {},
         items=tuple(items),
         extras=tuple(extras),
-        evidence=EvidenceStore(collections),
+        evidence=EvidenceStore(collections, dns=dns,
+                               dns_reason=str(manifest.get("dns_reason") or
+                                              "DNS was not collected for this snapshot")),
         blobs=blobs,
         tenant=manifest.get("tenant") or {},
         tool_version=str(tool.get("version", "unknown")),

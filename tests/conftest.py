@@ -13,6 +13,7 @@ from auditor.audit import Report, run_audit
 from auditor.engine import Finding, discover
 from auditor.gateways import builtin_profiles, find_profile, load_profile_file
 from auditor.snapshot import open_source
+from tests.dnsserver import knot_factory, knot_session_factory  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "tests" / "fixtures" / "exo-samples"
@@ -29,6 +30,24 @@ smart_hosts = ["outbound.gateway.example"]
 [[ip_ranges]]
 cidrs = ["198.51.100.0/24", "203.0.113.0/25"]
 """
+
+
+def offline(argv: list[str]) -> list[str]:
+    """Tests never ask a real DNS server: audits and imports get --no-dns unless they name one."""
+    if argv[:1] in (["audit"], ["import"]) and not any(
+            a in ("--no-dns", "--nameserver") for a in argv):
+        return [*argv, "--no-dns"]
+    return argv
+
+
+@pytest.fixture(autouse=True)
+def _no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's resolver is never a test's target: a test must name a loopback server."""
+    def refuse() -> list[object]:
+        raise AssertionError("a test tried to use the system DNS resolver")
+
+    monkeypatch.setattr("auditor.dnsresolve.system_nameservers", refuse)
+    monkeypatch.setattr("auditor.cli.system_nameservers", refuse)
 
 
 def mimecast_us_ranges() -> list[str]:

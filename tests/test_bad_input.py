@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from auditor.cli import main
-from tests.conftest import SAMPLES, rule
+from tests.conftest import SAMPLES, offline, rule
 
 MAILFLOW = Path(sys.executable).with_name("mailflow-audit")
 SAMPLE_KEYS = (
@@ -61,7 +61,7 @@ def sample_files() -> dict[str, bytes]:
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Run:
     code = 0
     try:
-        main(argv)
+        main(offline(argv))
     except SystemExit as exc:
         code = 0 if exc.code is None else int(exc.code)
     captured = capsys.readouterr()
@@ -69,7 +69,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Run:
 
 
 def run_process(*args: str) -> Run:
-    done = subprocess.run([str(MAILFLOW), *args], capture_output=True, text=True,
+    done = subprocess.run([str(MAILFLOW), *offline(list(args))], capture_output=True, text=True,
                           encoding="utf-8", check=False)
     return Run(done.returncode, done.stdout, done.stderr)
 

@@ -12,12 +12,12 @@ import pytest
 
 from auditor.cli import main
 
-from .conftest import accepted, connector, rule
+from .conftest import accepted, connector, offline, rule
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
-        main(args)
+        main(offline(args))
         code = 0
     except SystemExit as exited:
         code = int(exited.code or 0)

@@ -26,6 +26,20 @@ EXPECTED = {
     ("RULE-001", "pass", "transport rule Old vendor allow (disabled)"),
     ("RULE-002", "pass", "transport rule Executives - copy to assistant"),
     ("RULE-002", "fail", "transport rule Finance - copy to external records archive"),
+    ("DNS-001", "pass", "domain contoso.com"),
+    ("DNS-001", "warn", "domain northwindtraders.com"),
+    ("DNS-002", "pass", "domain contoso.com"),
+    ("DNS-002", "pass", "domain northwindtraders.com"),
+    ("DNS-003", "pass", "domain contoso.com"),
+    ("DNS-003", "pass", "domain northwindtraders.com"),
+    ("DNS-004", "pass", "domain contoso.com"),
+    ("DNS-004", "pass", "domain northwindtraders.com"),
+    ("DNS-005", "warn", "domain contoso.com"),
+    ("DNS-005", "fail", "domain northwindtraders.com"),
+    ("DNS-006", "pass", "domain contoso.com"),
+    ("DNS-006", "fail", "domain northwindtraders.com"),
+    ("DNS-007", "pass", "domain contoso.com"),
+    ("DNS-007", "warn", "domain northwindtraders.com"),
 }
 
 
@@ -39,6 +53,7 @@ def test_every_demo_evidence_file_reads_cleanly() -> None:
         assert item.state is State.OK, (item.key, item.error)
         assert item.rejected == 0 and item.warnings == (), item.key
     assert sorted(e.path for e in snapshot.extras) == ["extra/README.md", "extra/export.json"]
+    assert sorted(snapshot.evidence.dns) == ["contoso.com", "northwindtraders.com"]
 
 
 def test_the_demo_audit_finds_exactly_the_planted_bypasses() -> None:
@@ -62,7 +77,7 @@ def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path
     for text in ("Allow partner newsletters", "finance-archive@fabrikam-records.example",
                  "203.0.113.0/24", "Mimecast Email Security"):
         assert text in html and text in markdown
-    assert data["summary"]["by_status"]["fail"] == 5
+    assert data["summary"]["by_status"]["fail"] == 7
     assert data["summary"]["by_status"]["not_evaluated"] == 0
     evidence = next(f for f in data["findings"] if f["resource"].endswith("Allow partner newsletters"))
     assert evidence["evidence"][0] == {"source": "exo/Get-TransportRule.json", "pointer": "/1/SetSCL",

@@ -20,7 +20,7 @@ from auditor.snapshot import (
     verify_snapshot,
     write_snapshot,
 )
-from tests.conftest import SAMPLES, audit
+from tests.conftest import SAMPLES, audit, offline
 
 # The samples whose names are catalogued evidence.
 SAMPLE_KEYS = (
@@ -52,7 +52,7 @@ def stored(export: Path, tmp_path: Path) -> Path:
 
 def run_cli(argv: list[str]) -> int:
     try:
-        main(argv)
+        main(offline(argv))
     except SystemExit as exc:
         return 0 if exc.code is None else int(exc.code)
     return 0

@@ -1,0 +1,77 @@
+"""Collect the DNS evidence of each domain: every record an audit of its mail routing reads.
+
+For a domain: MX and the addresses of each exchanger, the SPF record with its whole
+include/redirect tree and the addresses its a/mx terms name, DMARC (with the DMARCbis tree
+walk towards the organisational domain), MTA-STS and TLS-RPT records, and the DKIM selectors
+of Microsoft 365 and of the gateway. Everything asked is recorded, failures included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from . import spf
+from .dnsevidence import DomainDns, dns_path
+from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
+from .dnsresolve import Resolver
+from .mailrecords import dmarc_candidates, is_dmarc
+
+MAX_MX_HOSTS = 10
+MICROSOFT_DKIM_SELECTORS = ("selector1", "selector2")
+
+
+class _Recorder:
+    """Asks the shared resolver and remembers, in order, what this domain's audit used."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self.answers: list[DnsAnswer] = []
+
+    async def query(self, query: DnsQuery) -> DnsAnswer:
+        found = await self.resolver.query(query)
+        self.answers.append(found)
+        return found
+
+    async def ask(self, name: str, rdtype: str) -> DnsAnswer:
+        return await self.query(DnsQuery.of(name, rdtype))
+
+
+async def collect_domain(domain: str, resolver: Resolver, *,
+                         dkim_selectors: Iterable[str] = ()) -> DomainDns | None:
+    """Every answer needed to judge one domain, or None for a name that cannot be a file."""
+    name = normalise_name(domain)
+    path = dns_path(name)
+    if path is None:
+        return None
+    rec = _Recorder(resolver)
+    started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    mx = await rec.ask(name, "MX")
+    if mx.status is DnsStatus.OK:
+        hosts = [host for _, host in mx.mx() if host][:MAX_MX_HOSTS]
+        await asyncio.gather(*(rec.ask(h, t) for h in hosts for t in ("A", "AAAA")))
+    tree = await spf.resolve_async(spf.analyse(name), rec.query)
+    targets = sorted(set(tree.address_targets))
+    await asyncio.gather(*(rec.ask(t, rtype) for t in targets for rtype in ("A", "AAAA")))
+    for candidate in dmarc_candidates(name):
+        if is_dmarc(await rec.ask(f"_dmarc.{candidate}", "TXT")):
+            break
+    await asyncio.gather(
+        rec.ask(f"_mta-sts.{name}", "TXT"),
+        rec.ask(f"_smtp._tls.{name}", "TXT"),
+        *(rec.ask(f"{s}._domainkey.{name}", "TXT")
+          for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *dkim_selectors])),
+    )
+    return DomainDns.build(name, rec.answers, path, started,
+                           [str(ns) for ns in resolver.nameservers])
+
+
+async def collect(domains: Iterable[str], resolver: Resolver, *,
+                  dkim_selectors: Iterable[str] = ()) -> list[DomainDns]:
+    """Collect many domains at once; lookups shared between them are asked once."""
+    selectors = [s for s in dkim_selectors if not any(c in s for c in "*?[")]
+    unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
+    found = await asyncio.gather(*(collect_domain(d, resolver, dkim_selectors=selectors)
+                                   for d in unique))
+    return [d for d in found if d is not None]

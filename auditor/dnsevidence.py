@@ -1,0 +1,101 @@
+"""Recorded DNS evidence: one file per domain under ``dns/``, read back without a network.
+
+Each file holds every answer used to judge that domain (MX and its hosts' addresses, the
+whole SPF tree, DMARC, MTA-STS, TLS-RPT, DKIM selectors), so an offline re-audit makes the
+same decisions from the same answers. A lookup that was never recorded is reported as such,
+never treated as an empty answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
+from .errors import EvidenceError
+from .models import EvidenceRef
+
+DNS_DIR = "dns"
+NOT_RECORDED = "this lookup is not in the recorded DNS evidence"
+DNS_KEY = "dns"
+SCHEMA_VERSION = 1
+_SAFE_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}$")
+
+
+def dns_path(domain: str) -> str | None:
+    """The snapshot file of a domain, or None when the name is not a plain DNS name."""
+    name = normalise_name(domain)
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    if len(name) > 253 or not _SAFE_NAME.match(name):
+        return None
+    return f"{DNS_DIR}/{name}.json"
+
+
+@dataclass(frozen=True)
+class DomainDns:
+    """Every answer recorded for one domain, in the order the lookups were made."""
+
+    domain: str
+    answers: tuple[DnsAnswer, ...]
+    file: str
+    collected_at: str | None = None
+    resolvers: tuple[str, ...] = ()
+    _index: Mapping[DnsQuery, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, domain: str, answers: Iterable[DnsAnswer], file: str,
+              collected_at: str | None = None, resolvers: Iterable[str] = ()) -> DomainDns:
+        ordered: dict[DnsQuery, DnsAnswer] = {}
+        for found in answers:
+            ordered.setdefault(found.query, found)
+        listed = tuple(ordered.values())
+        return cls(normalise_name(domain), listed, file, collected_at, tuple(resolvers),
+                   {a.query: i for i, a in enumerate(listed)})
+
+    def lookup(self, query: DnsQuery) -> DnsAnswer:
+        """The recorded answer, or an error answer saying it was never recorded."""
+        index = self._index.get(query)
+        if index is None:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=NOT_RECORDED)
+        return self.answers[index]
+
+    def get(self, name: str, rdtype: str) -> DnsAnswer:
+        return self.lookup(DnsQuery.of(name, rdtype))
+
+    def ref(self, query: DnsQuery, note: str | None = None) -> EvidenceRef:
+        index = self._index.get(query)
+        if index is None:
+            return EvidenceRef(self.file, "", None, f"{query.name} {query.rdtype}",
+                               note or "not recorded")
+        found = self.answers[index]
+        observed: Any = list(found.records) if found.status is DnsStatus.OK else found.status.value
+        return EvidenceRef(self.file, f"/answers/{index}", observed,
+                           f"{query.name} {query.rdtype}", note)
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "schema_version": SCHEMA_VERSION,
+            "domain": self.domain,
+            "collected_at": self.collected_at,
+            "resolvers": list(self.resolvers),
+            "answers": [a.to_json() for a in self.answers],
+        }
+        return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, file: str) -> DomainDns:
+        try:
+            body = json.loads(data.decode("utf-8-sig"))
+            if not isinstance(body, dict) or body.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError("not a DNS evidence file of schema_version 1")
+            answers = [DnsAnswer.from_json(a) for a in body["answers"]]
+            return cls.build(str(body["domain"]), answers, file, body.get("collected_at"),
+                             [str(r) for r in body.get("resolvers") or ()])
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise EvidenceError(file, f"unreadable DNS evidence: {exc}") from None

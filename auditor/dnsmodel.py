@@ -1,0 +1,127 @@
+"""DNS queries and answers as plain data: what collectors record and what checks read.
+
+An answer keeps every rdata in presentation format (as a zone file writes it), so a snapshot
+can be re-read exactly, offline, months later. Statuses tell apart the outcomes that matter
+to an audit: a name that does not exist, one with no record of the type, a server failure,
+and no answer at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+
+
+class DnsStatus(StrEnum):
+    OK = "ok"  # NOERROR with records of the type asked
+    NODATA = "nodata"  # NOERROR, the name exists but has no record of that type
+    NXDOMAIN = "nxdomain"  # the name does not exist
+    SERVFAIL = "servfail"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"  # no answer within the time allowed
+    ERROR = "error"  # anything else (malformed answer, network error, bad name)
+
+    @property
+    def void(self) -> bool:
+        """No record, but a definite answer (RFC 7208 4.6.4 "void lookup")."""
+        return self in (DnsStatus.NODATA, DnsStatus.NXDOMAIN)
+
+    @property
+    def temporary(self) -> bool:
+        """A failure that says nothing about the zone (RFC 7208 temperror)."""
+        return self in (DnsStatus.SERVFAIL, DnsStatus.REFUSED, DnsStatus.TIMEOUT, DnsStatus.ERROR)
+
+
+def normalise_name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    name: str
+    rdtype: str  # "A", "AAAA", "MX", "TXT", "PTR", "CNAME"
+
+    @classmethod
+    def of(cls, name: str, rdtype: str) -> DnsQuery:
+        return cls(normalise_name(name), rdtype.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    query: DnsQuery
+    status: DnsStatus
+    records: tuple[str, ...] = ()  # rdata in presentation format
+    ttl: int | None = None
+    server: str | None = None
+    at: str | None = None  # ISO time the answer arrived
+    elapsed_ms: float | None = None
+    tcp: bool = False  # the answer came over TCP (after a truncated UDP answer)
+    detail: str | None = None  # why, for failures
+    cname: tuple[str, ...] = field(default=())  # aliases followed to reach the answer
+
+    def _rdata(self) -> list[Any]:
+        rdtype = dns.rdatatype.from_text(self.query.rdtype)
+        return [dns.rdata.from_text(dns.rdataclass.IN, rdtype, text) for text in self.records]
+
+    def txt(self) -> list[bytes]:
+        """Each TXT record with its character-strings joined (RFC 7208 3.3)."""
+        return [b"".join(rd.strings) for rd in self._rdata()]
+
+    def mx(self) -> list[tuple[int, str]]:
+        return sorted((rd.preference, normalise_name(rd.exchange.to_text())) for rd in self._rdata())
+
+    def addresses(self) -> list[str]:
+        return [rd.address for rd in self._rdata()]
+
+    def names(self) -> list[str]:
+        """Targets of PTR or CNAME records."""
+        return [normalise_name(rd.target.to_text()) for rd in self._rdata()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.query.name,
+            "type": self.query.rdtype,
+            "status": self.status.value,
+            "records": list(self.records),
+            "ttl": self.ttl,
+            "server": self.server,
+            "at": self.at,
+            "elapsed_ms": self.elapsed_ms,
+            "tcp": self.tcp,
+            "detail": self.detail,
+            "cname": list(self.cname),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DnsAnswer:
+        return cls(
+            query=DnsQuery.of(str(data["name"]), str(data["type"])),
+            status=DnsStatus(data["status"]),
+            records=tuple(str(r) for r in data.get("records") or ()),
+            ttl=data.get("ttl"),
+            server=data.get("server"),
+            at=data.get("at"),
+            elapsed_ms=data.get("elapsed_ms"),
+            tcp=bool(data.get("tcp", False)),
+            detail=data.get("detail"),
+            cname=tuple(data.get("cname") or ()),
+        )
+
+
+def txt_record(*strings: bytes | str) -> str:
+    """Presentation format of one TXT record made of the given character-strings."""
+    parts = [s.encode() if isinstance(s, str) else s for s in strings]
+    return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, parts).to_text()
+
+
+def answer(name: str, rdtype: str, status: DnsStatus = DnsStatus.OK, *records: str,
+           **extra: Any) -> DnsAnswer:
+    """Build an answer by hand (tests, the RFC 7208 suite driver)."""
+    return DnsAnswer(DnsQuery.of(name, rdtype), status, tuple(records), **extra)
+

@@ -1,0 +1,192 @@
+"""The live DNS client: every query answered with a DnsAnswer that says exactly what happened.
+
+Built on dnspython's asyncio query functions rather than its stub resolver so that each
+outcome (NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, a truncated UDP answer retried over
+TCP) is recorded as such. EDNS is on (1232-byte payload) so long SPF records rarely need TCP.
+Identical lookups share one query for the whole run, in flight or done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
+from .errors import InputError
+
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_TRIES = 2
+DEFAULT_CONCURRENCY = 64
+EDNS_PAYLOAD = 1232
+MAX_ALIASES = 8  # CNAME hops followed when the server answers with an alias only
+
+
+@dataclass(frozen=True, slots=True)
+class Nameserver:
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Nameserver:
+        """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address."""
+        import ipaddress
+
+        value = text.strip()
+        host, port = value, 53
+        if value.startswith("["):
+            host, _, rest = value[1:].partition("]")
+            if rest.startswith(":"):
+                port = _port(rest[1:], text)
+        elif value.count(":") == 1:
+            host, port_text = value.split(":")
+            port = _port(port_text, text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise InputError(f"--nameserver {text!r}: expected an IP address, optionally :PORT") from None
+        return cls(host, port)
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"--nameserver {whole!r}: {text!r} is not a port number")
+    return int(text)
+
+
+def system_nameservers() -> list[Nameserver]:
+    """The machine's resolvers (read when asked, never at import)."""
+    try:
+        config = dns.resolver.Resolver()
+    except dns.resolver.NoResolverConfiguration:
+        return []
+    return [Nameserver(str(ns)) for ns in config.nameservers]
+
+
+class Resolver:
+    """Asks recursive nameservers, one query per distinct (name, type) for the whole run."""
+
+    def __init__(self, nameservers: Sequence[Nameserver], *, timeout: float = DEFAULT_TIMEOUT,
+                 tries: int = DEFAULT_TRIES, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        if not nameservers:
+            raise InputError("no DNS server to ask: give --nameserver IP[:PORT] or --no-dns")
+        self.nameservers = tuple(nameservers)
+        self.timeout = timeout
+        self.tries = tries
+        self._limit = asyncio.Semaphore(concurrency)
+        self._pending: dict[DnsQuery, asyncio.Future[DnsAnswer]] = {}
+        self.sent = 0
+
+    async def query(self, query: DnsQuery) -> DnsAnswer:
+        future = self._pending.get(query)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[query] = future
+            try:
+                future.set_result(await self._ask(query))
+            except BaseException as exc:  # keep waiters from hanging on a cancelled lookup
+                future.set_exception(exc)
+                raise
+        return await asyncio.shield(future)
+
+    @property
+    def answers(self) -> list[DnsAnswer]:
+        return [f.result() for f in self._pending.values() if f.done() and not f.exception()]
+
+    async def _ask(self, query: DnsQuery) -> DnsAnswer:
+        """Ask, and follow an alias the server did not chase (an authoritative server only
+        chases within its own zones): bounded, loops reported as errors."""
+        found = await self._ask_once(query)
+        seen = {query.name}
+        aliases = list(found.cname)
+        while found.status is DnsStatus.NODATA and found.detail and found.detail.startswith("alias "):
+            target = found.detail.removeprefix("alias ")
+            if target in seen or len(seen) > MAX_ALIASES:
+                return replace(found, status=DnsStatus.ERROR, cname=tuple(aliases),
+                               detail=f"alias loop or chain longer than {MAX_ALIASES}: {target}")
+            seen.add(target)
+            found = await self._ask_once(DnsQuery(target, query.rdtype))
+            aliases.extend(found.cname)
+        return replace(found, query=query, cname=tuple(aliases))
+
+    async def _ask_once(self, query: DnsQuery) -> DnsAnswer:
+        try:
+            name = dns.name.from_text(query.name)
+            rdtype = dns.rdatatype.from_text(query.rdtype)
+        except (dns.exception.DNSException, ValueError) as exc:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=f"not a valid DNS name or type: {exc}")
+        last: DnsAnswer | None = None
+        async with self._limit:
+            for attempt in range(self.tries):
+                server = self.nameservers[attempt % len(self.nameservers)]
+                last = await self._once(query, name, rdtype, server)
+                if last.status not in (DnsStatus.TIMEOUT, DnsStatus.SERVFAIL, DnsStatus.ERROR):
+                    return last
+        assert last is not None
+        return last
+
+    async def _once(self, query: DnsQuery, name: dns.name.Name, rdtype: dns.rdatatype.RdataType,
+                    server: Nameserver) -> DnsAnswer:
+        message = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+        started = time.perf_counter()
+        self.sent += 1
+        common = {"server": str(server)}
+        try:
+            response, tcp = await dns.asyncquery.udp_with_fallback(
+                message, server.host, timeout=self.timeout, port=server.port)
+        except dns.exception.Timeout:
+            return DnsAnswer(query, DnsStatus.TIMEOUT, detail=f"no answer within {self.timeout:g} s",
+                             at=_now(), elapsed_ms=_ms(started), **common)
+        except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}",
+                             at=_now(), elapsed_ms=_ms(started), **common)
+        extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp, **common}
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return DnsAnswer(query, DnsStatus.NXDOMAIN, **extra)
+        if rcode == dns.rcode.SERVFAIL:
+            return DnsAnswer(query, DnsStatus.SERVFAIL, detail="the server failed (SERVFAIL)", **extra)
+        if rcode == dns.rcode.REFUSED:
+            return DnsAnswer(query, DnsStatus.REFUSED, detail="the server refused (REFUSED)", **extra)
+        if rcode != dns.rcode.NOERROR:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=f"rcode {dns.rcode.to_text(rcode)}", **extra)
+        try:
+            chain = response.resolve_chaining()
+        except dns.exception.DNSException as exc:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=f"alias chain: {exc}", **extra)
+        cnames = tuple(rrset.name.to_text().rstrip(".").lower() for rrset in chain.cnames)
+        if chain.answer is None:
+            target = chain.canonical_name.to_text().rstrip(".").lower()
+            unchased = bool(cnames) and target != query.name and chain.minimum_ttl is not None
+            return DnsAnswer(query, DnsStatus.NODATA, cname=cnames,
+                             detail=f"alias {target}" if unchased and _stopped_at_alias(response) else None,
+                             **extra)
+        return DnsAnswer(query, DnsStatus.OK, tuple(rd.to_text() for rd in chain.answer),
+                         ttl=chain.answer.ttl, cname=cnames, **extra)
+
+
+def _stopped_at_alias(response: dns.message.Message) -> bool:
+    """No SOA in the authority section: the server stopped at the alias rather than saying
+    that its target has no data (a chasing server proves no-data with the target's SOA)."""
+    return not any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,115 @@
+"""The live DNS client against a real server (Knot) and a misbehaving double: every outcome
+is recorded as what it was."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from auditor.dnsmodel import DnsQuery, DnsStatus
+from auditor.dnsresolve import Nameserver, Resolver
+from auditor.errors import InputError
+from tests.dnsdouble import DnsDouble
+from tests.dnsserver import KnotFactory
+
+LONG_SPF = "v=spf1 " + " ".join(f"ip4:192.0.2.{i}" for i in range(60)) + " -all"
+ZONE = f"""
+@        300 IN MX  10 mx.example.test.
+mx       300 IN A   192.0.2.25
+alias    300 IN CNAME mx
+@        300 IN TXT {" ".join(f'"{LONG_SPF[i:i + 200]}"' for i in range(0, len(LONG_SPF), 200))}
+"""
+
+
+def _resolver(host: str, port: int, **options: float) -> Resolver:
+    return Resolver([Nameserver(host, port)], **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def knot(knot_factory: KnotFactory) -> Resolver:
+    host, port = knot_factory({"example.test": ZONE}).address
+    return _resolver(host, port)
+
+
+async def test_answers_records_in_presentation_format(knot: Resolver) -> None:
+    found = await knot.query(DnsQuery.of("example.test", "MX"))
+    assert found.status is DnsStatus.OK and found.mx() == [(10, "mx.example.test")]
+    assert found.server and found.server.startswith("127.0.0.1:")
+
+
+async def test_a_long_txt_record_arrives_whole_over_udp_with_edns(knot: Resolver) -> None:
+    found = await knot.query(DnsQuery.of("example.test", "TXT"))
+    assert found.txt() == [LONG_SPF.encode()]
+    assert found.tcp is False
+
+
+async def test_nxdomain_and_nodata_are_told_apart(knot: Resolver) -> None:
+    missing = await knot.query(DnsQuery.of("nope.example.test", "TXT"))
+    empty = await knot.query(DnsQuery.of("mx.example.test", "TXT"))
+    assert (missing.status, empty.status) == (DnsStatus.NXDOMAIN, DnsStatus.NODATA)
+    assert missing.status.void and empty.status.void
+
+
+async def test_aliases_are_followed_and_recorded(knot: Resolver) -> None:
+    found = await knot.query(DnsQuery.of("alias.example.test", "A"))
+    assert found.addresses() == ["192.0.2.25"]
+    assert found.cname == ("alias.example.test",)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("servfail", DnsStatus.SERVFAIL),
+                                              ("refused", DnsStatus.REFUSED),
+                                              ("garbage", DnsStatus.ERROR),
+                                              ("drop", DnsStatus.TIMEOUT)])
+async def test_failures_are_recorded_as_such(mode: str, status: DnsStatus) -> None:
+    async with DnsDouble() as double:
+        getattr(double, mode)("bad.example.test", "TXT")
+        resolver = _resolver(*double.address, timeout=0.3, tries=2)
+        found = await resolver.query(DnsQuery.of("bad.example.test", "TXT"))
+    assert found.status is status
+    assert found.status.temporary
+    assert found.detail
+
+
+async def test_a_truncated_udp_answer_is_retried_over_tcp() -> None:
+    async with DnsDouble() as double:
+        double.truncate("big.example.test", "TXT", '"v=spf1 -all"')
+        found = await _resolver(*double.address).query(DnsQuery.of("big.example.test", "TXT"))
+        assert double.count("big.example.test", "TXT", "tcp") == 1
+    assert found.status is DnsStatus.OK and found.tcp is True
+    assert found.txt() == [b"v=spf1 -all"]
+
+
+async def test_identical_lookups_in_flight_are_asked_once() -> None:
+    async with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.2, "192.0.2.1")
+        resolver = _resolver(*double.address)
+        answers = await asyncio.gather(*(resolver.query(DnsQuery.of("slow.example.test", "A"))
+                                         for _ in range(20)))
+        assert double.count("slow.example.test", "A") == 1
+    assert {a.addresses()[0] for a in answers} == {"192.0.2.1"}
+    assert resolver.sent == 1
+
+
+async def test_a_timeout_is_bounded() -> None:
+    async with DnsDouble() as double:
+        double.drop("hang.example.test", "MX")
+        resolver = _resolver(*double.address, timeout=0.2, tries=2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found = await resolver.query(DnsQuery.of("hang.example.test", "MX"))
+        assert loop.time() - started < 5  # two tries of 0.2 s, never a hang
+    assert found.status is DnsStatus.TIMEOUT
+
+
+@pytest.mark.parametrize(("text", "server"), [("127.0.0.1", "127.0.0.1:53"),
+                                              ("127.0.0.1:5353", "127.0.0.1:5353"),
+                                              ("[::1]:5353", "[::1]:5353"), ("::1", "[::1]:53")])
+def test_nameserver_option_forms(text: str, server: str) -> None:
+    assert str(Nameserver.parse(text)) == server
+
+
+@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:http", "[::1]:99999"])
+def test_bad_nameserver_option_is_an_input_error(text: str) -> None:
+    with pytest.raises(InputError, match="--nameserver"):
+        Nameserver.parse(text)
