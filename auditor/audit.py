@@ -66,7 +66,7 @@ class Report:
             "gateway": _gateway_json(self.gateway),
             "summary": self.counts(),
             "problems": [{"source": p.source, "message": p.message} for p in self.problems],
-            "findings": [_finding_json(f, meta.get(f.check_id)) for f in self.findings],
+            "findings": [finding_json(f, meta.get(f.check_id)) for f in self.findings],
         }
 
 
@@ -104,7 +104,8 @@ def _ref_json(ref: Any) -> dict[str, Any]:
             "observed": ref.observed, "note": ref.note}
 
 
-def _finding_json(finding: Finding, meta: Any) -> dict[str, Any]:
+def finding_json(finding: Finding, meta: Any) -> dict[str, Any]:
+    """One finding in the JSON contract (shared by the tenant and the bulk reports)."""
     return {
         "check_id": finding.check_id,
         "title": finding.title,

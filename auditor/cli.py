@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .audit import Report, run_audit
+from .bulk import audit_domains, read_domains
 from .dnscollect import collect
 from .dnsresolve import Nameserver, Resolver, system_nameservers
 from .engine import Registry, Severity, discover
@@ -258,6 +259,84 @@ def verify(snapshot: Path) -> None:
     if not result.ok:
         sys.exit(EXIT_FINDINGS)
     click.echo(f"ok: {result.checked} files match the manifest")
+
+
+@cli.command()
+@click.argument("source", metavar="FILE|-")
+@click.option("--format", "formats", help="Comma-separated formats: html,json,csv "
+              "(default: all with --out, a summary on the terminal without).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder to write domains.html / domains.json / domains.csv into.")
+@click.option("--fail-on", default="none", show_default=True,
+              help="Exit 1 when a finding (fail or warn) is at or above this severity.")
+@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+              help="Send every DNS query to this server only (repeatable).")
+@click.option("--dns-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0,
+              show_default=True, help="Seconds to wait for each DNS answer.")
+@click.option("--concurrency", type=click.IntRange(min=1, max=1000), default=256,
+              show_default=True, help="DNS queries in flight at once.")
+def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
+            nameservers: tuple[str, ...], dns_timeout: float, concurrency: int) -> None:
+    """Audit the DNS of many domains (one per line; - reads standard input), without a tenant."""
+    from reports.render import BULK_FORMATS, render_bulk
+
+    threshold = _severity(fail_on)
+    chosen = [f.strip().lower() for f in (formats or ",".join(BULK_FORMATS)).split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in BULK_FORMATS]
+    if unknown:
+        raise click.BadParameter(f"unknown format {', '.join(unknown)}; choose from "
+                                 f"{', '.join(BULK_FORMATS)}", param_hint="--format")
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{source}: cannot read the domain list: {exc}") from None
+    wanted, rejected = read_domains(lines)
+    for entry, reason in rejected:
+        click.echo(f"skipped {_terminal_safe(entry)!r}: {reason}", err=True)
+    if not wanted:
+        raise InputError(f"{source}: no domain to audit")
+    servers = [Nameserver.parse(n) for n in nameservers] or system_nameservers()
+    resolver = Resolver(servers, timeout=dns_timeout, concurrency=concurrency)
+    bar = _progress_bar() if sys.stderr.isatty() else None
+    recorded = asyncio.run(collect(wanted, resolver, progress=bar))
+    if bar is not None:
+        click.echo("", err=True)
+    report = audit_domains(recorded, _registry(), builtin_profiles(), rejected=rejected,
+                           resolvers=[str(s) for s in servers])
+    data = report.to_json()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt in chosen:
+            target = out / f"domains.{fmt}"
+            target.write_text(render_bulk(data, fmt), encoding="utf-8")
+            click.echo(f"wrote {target}", err=True)
+    elif formats and len(chosen) == 1:
+        click.echo(render_bulk(data, chosen[0]), nl=False)
+    summary = data["summary"]
+    status = ", ".join(f"{v} {k}" for k, v in summary["by_status"].items() if v)
+    click.echo(f"{summary['domains']} domains, {resolver.sent} DNS queries: {status}", err=True)
+    if threshold is not None and report.worst(threshold):
+        sys.exit(EXIT_FINDINGS)
+
+
+def _progress_bar() -> Callable[[int, int], None]:
+    """A one-line progress bar on the terminal (stderr), redrawn at most once per percent."""
+    last = -1
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        percent = done * 100 // total
+        if percent == last and done != total:
+            return
+        last = percent
+        filled = percent * 30 // 100
+        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} domains")
+        sys.stderr.flush()
+
+    return show
 
 
 @cli.group()

@@ -9,7 +9,7 @@ of Microsoft 365 and of the gateway. Everything asked is recorded, failures incl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from . import spf
@@ -68,10 +68,23 @@ async def collect_domain(domain: str, resolver: Resolver, *,
 
 
 async def collect(domains: Iterable[str], resolver: Resolver, *,
-                  dkim_selectors: Iterable[str] = ()) -> list[DomainDns]:
-    """Collect many domains at once; lookups shared between them are asked once."""
+                  dkim_selectors: Iterable[str] = (),
+                  progress: Callable[[int, int], None] | None = None) -> list[DomainDns]:
+    """Collect many domains at once; lookups shared between them are asked once.
+
+    ``progress(done, total)`` is called as each domain completes.
+    """
     selectors = [s for s in dkim_selectors if not any(c in s for c in "*?[")]
     unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
-    found = await asyncio.gather(*(collect_domain(d, resolver, dkim_selectors=selectors)
-                                   for d in unique))
+    done = 0
+
+    async def one(name: str) -> DomainDns | None:
+        nonlocal done
+        found = await collect_domain(name, resolver, dkim_selectors=selectors)
+        done += 1
+        if progress is not None:
+            progress(done, len(unique))
+        return found
+
+    found = await asyncio.gather(*(one(d) for d in unique))
     return [d for d in found if d is not None]

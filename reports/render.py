@@ -8,6 +8,8 @@ forbids scripts and network access with a Content-Security-Policy.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import unicodedata
@@ -93,6 +95,41 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         "severities": list(_SEVERITY_ORDER),
         "statuses": list(_STATUS_ORDER),
     }
+
+
+BULK_FORMATS = ("html", "json", "csv")
+CSV_COLUMNS = ("domain", "gateway", "check_id", "title", "severity", "status", "resource", "message",
+               "source", "pointer", "observed", "fingerprint")
+
+
+def _csv_cell(value: str) -> str:
+    """Neutralise spreadsheet formulas: a cell starting with = + - @ (or a control character)
+    is prefixed with a quote, as OWASP advises for CSV injection."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def render_bulk(report: dict[str, Any], fmt: str) -> str:
+    """Render the bulk (domains) JSON report as JSON, CSV or HTML."""
+    if fmt == "json":
+        return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for f in report["findings"]:
+            first = f["evidence"][0] if f["evidence"] else {}
+            row = [f["domain"], " ".join(f["gateway"]), f["check_id"], f["title"], f["severity"],
+                   f["status"], f["resource"], f["message"], first.get("source") or "",
+                   first.get("pointer") or "", observed(first.get("observed")), f["fingerprint"]]
+            writer.writerow([_csv_cell(visible(str(cell))) for cell in row])
+        return out.getvalue()
+    if fmt == "html":
+        findings = sorted(report["findings"], key=lambda f: (
+            _STATUS_ORDER.get(f["status"], 9), _SEVERITY_ORDER.get(f["severity"], 9), f["domain"]))
+        return _env(autoescape=True).get_template("domains.html.j2").render(
+            report=report, findings=[f for f in findings if f["status"] != "pass"],
+            severities=list(_SEVERITY_ORDER), statuses=list(_STATUS_ORDER))
+    raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(BULK_FORMATS)}")
 
 
 def render(report: dict[str, Any], fmt: str) -> str:

@@ -1,0 +1,125 @@
+"""Bulk mode: `mailflow-audit domains` over a real DNS server, as a consultant would run it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from auditor.bulk import read_domains
+from auditor.cli import main
+from tests.dnsserver import KnotFactory
+
+from .conftest import REPO
+
+DEMO_ZONES = {p.name.removesuffix(".zone"): p.read_text()
+              for p in (REPO / "tests" / "fixtures" / "demo-zones").glob("*.zone")}
+SHARED = """
+@   300 IN MX 10 us-smtp-inbound-1.mimecast.com.
+@   300 IN TXT "v=spf1 include:us._netblocks.mimecast.com -all"
+"""
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str], stdin: str | None = None,
+        monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
+    if stdin is not None and monkeypatch is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exited:
+        code = int(exited.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def server(knot_factory: KnotFactory) -> str:
+    zones = dict(DEMO_ZONES)
+    for index in range(5):
+        zones[f"client{index}.test"] = SHARED
+    host, port = knot_factory(zones).address
+    return f"{host}:{port}"
+
+
+def test_writes_json_csv_and_html(server: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "domains.txt"
+    listing.write_text("contoso.com\nnorthwindtraders.com\n# a comment\n\nCONTOSO.com.\n")
+    code, _, err = run(["domains", str(listing), "--nameserver", server, "--out",
+                        str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "out" / "domains.json").read_text())
+    assert [d["domain"] for d in data["domains"]] == ["contoso.com", "northwindtraders.com"]
+    assert all(d["gateway"] == ["mimecast"] for d in data["domains"])
+    failing = {(f["domain"], f["check_id"]) for f in data["findings"] if f["status"] == "fail"}
+    # Without the tenant's connectors, the Exchange Online MX is an open route (DNS-001 fails).
+    assert failing == {("northwindtraders.com", "DNS-001"), ("northwindtraders.com", "DNS-006")}
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "domains.csv").read_text())))
+    assert {r["domain"] for r in rows} == {"contoso.com", "northwindtraders.com"}
+    assert "northwindtraders.com" in (tmp_path / "out" / "domains.html").read_text()
+
+
+def test_reads_standard_input_and_prints_one_format(server: str, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["domains", "-", "--nameserver", server, "--format", "json"], capsys,
+                       stdin="client0.test\nclient1.test\n", monkeypatch=monkeypatch)
+    assert code == 0
+    assert json.loads(out)["summary"]["domains"] == 2
+
+
+def test_shared_includes_are_asked_once_for_the_whole_run(server: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "clients.txt"
+    listing.write_text("\n".join(f"client{i}.test" for i in range(5)))
+    code, _, err = run(["domains", str(listing), "--nameserver", server], capsys)
+    assert code == 0
+    # Per client: MX, TXT, _dmarc, _mta-sts, _smtp._tls and 2 DKIM selectors = 7 (35);
+    # the MX host's A and AAAA and the shared include are asked once for all five (3).
+    assert "5 domains, 38 DNS queries" in err
+
+
+def test_entries_that_are_not_domains_are_reported_not_fatal(
+        server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "mixed.txt"
+    listing.write_text("=HYPERLINK(\"x\")\nclient0.test\nbad..name\n")
+    code, out, err = run(["domains", str(listing), "--nameserver", server, "--format", "json"],
+                         capsys)
+    assert code == 0
+    assert "skipped '=HYPERLINK" in err and "skipped 'bad..name'" in err
+    assert [r["entry"] for r in json.loads(out)["rejected"]] == ['=HYPERLINK("x")', "bad..name"]
+
+
+def test_fail_on_sets_the_exit_code(server: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "d.txt"
+    listing.write_text("northwindtraders.com\n")
+    assert run(["domains", str(listing), "--nameserver", server, "--fail-on", "medium"],
+               capsys)[0] == 1
+
+
+def test_an_empty_list_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "empty.txt"
+    listing.write_text("# nothing\n")
+    code, _, err = run(["domains", str(listing), "--nameserver", "127.0.0.1:9"], capsys)
+    assert code == 3 and "no domain to audit" in err
+
+
+def test_csv_cells_cannot_carry_spreadsheet_formulas() -> None:
+    from reports.render import render_bulk
+
+    finding = {"domain": "x.test", "gateway": [], "check_id": "DNS-003", "title": "t",
+               "severity": "high", "status": "fail", "resource": "domain x.test",
+               "message": "=HYPERLINK(\"http://evil\")", "evidence": [], "fingerprint": "f"}
+    text = render_bulk({"findings": [finding]}, "csv")
+    row = list(csv.reader(io.StringIO(text)))[1]
+    assert row[7].startswith("'=")
+
+
+def test_read_domains_normalises_and_dedupes() -> None:
+    domains, rejected = read_domains(["Contoso.COM.", "contoso.com", " # x", "bücher.test", "a b"])
+    assert domains == ["contoso.com", "bücher.test"]
+    assert rejected == [("a b", "not a valid domain name")]
