@@ -27,12 +27,18 @@ class _Recorder:
 
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
-        self.answers: list[DnsAnswer] = []
+        self._slots: list[DnsAnswer | None] = []
 
     async def query(self, query: DnsQuery) -> DnsAnswer:
+        slot = len(self._slots)  # answers keep the order of the questions, not of arrival
+        self._slots.append(None)
         found = await self.resolver.query(query)
-        self.answers.append(found)
+        self._slots[slot] = found
         return found
+
+    @property
+    def answers(self) -> list[DnsAnswer]:
+        return [a for a in self._slots if a is not None]
 
     async def ask(self, name: str, rdtype: str) -> DnsAnswer:
         return await self.query(DnsQuery.of(name, rdtype))

@@ -218,8 +218,10 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
             yield result(Status.FAIL, resource, f"MX host(s) with no address: {', '.join(dead)}",
                          *refs, key=name)
         elif unknown:
+            statuses = sorted({a.status.value for h in unknown for t in ("A", "AAAA")
+                               if (a := dd.get(h, t)).status.temporary})
             yield result(Status.NOT_EVALUATED, resource, "not evaluated: the address lookups of "
-                         f"{', '.join(unknown)} failed", *refs, key=name)
+                         f"{', '.join(unknown)} failed ({', '.join(statuses)})", *refs, key=name)
         else:
             yield result(Status.PASS, resource, "every MX host resolves", dd.ref(query), key=name)
 
@@ -330,13 +332,13 @@ def mta_sts(ctx: CheckContext) -> Iterator[Result]:
         if mx.status is DnsStatus.OK and _is_null_mx(mx):
             yield result(Status.PASS, resource, "null MX: no mail to protect in transit", key=name)
             continue
-        problems, refs = [], []
+        problems, refs, failures = [], [], []
         for label, parser, what, prefix in (("_mta-sts", parse_mta_sts, "MTA-STS", "v=STSv1"),
                                             ("_smtp._tls", parse_tlsrpt, "TLS-RPT", "v=TLSRPTv1")):
             query = DnsQuery.of(f"{label}.{name}", "TXT")
-            failed = _unanswered(dd, query, what)
-            if failed:
-                problems.append(f"{what} lookup failed")
+            if _unanswered(dd, query, what):
+                found = dd.lookup(query)
+                failures.append(f"{what} lookup {found.status.value}: {found.detail or ''}".rstrip(": "))
                 refs.append(dd.ref(query))
                 continue
             answer = dd.lookup(query)
@@ -352,7 +354,10 @@ def mta_sts(ctx: CheckContext) -> Iterator[Result]:
                 if record.problems:
                     problems.append(f"{what} record invalid: " + "; ".join(record.problems))
             refs.append(dd.ref(query))
-        if problems:
+        if failures:
+            yield result(Status.NOT_EVALUATED, resource, "not evaluated: " + "; ".join(failures),
+                         *refs, key=name)
+        elif problems:
             yield result(Status.WARN, resource, "; ".join(problems) + " (the MTA-STS policy file "
                          "itself is not checked against the MX set yet)", *refs, key=name)
         else:
@@ -491,6 +496,11 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
             yield result(Status.PASS, resource, "no SPF record, so nothing is authorised "
                          "(DNS-003 reports the absence)", _spf_ref(dd), key=name)
             continue
+        if tree.result in ("permerror", "temperror") and tree.all_qualifier not in ("+", "?"):
+            yield result(Status.NOT_EVALUATED, resource, f"not evaluated: the SPF tree could not be "
+                         f"read whole ({tree.result}: {tree.problem}; see DNS-003), so what it "
+                         "authorises is unknown", _spf_ref(dd), key=name)
+            continue
         wide = []
         for net in tree.networks:
             if net.qualifier != "+" or _provider_include(ctx, (*net.chain, net.domain)):
@@ -565,7 +575,7 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
         via = connector.ref("SmartHosts")
         if tree.result in ("permerror", "temperror"):
             yield result(Status.NOT_EVALUATED, resource, f"not evaluated: SPF does not evaluate "
-                         f"({tree.result}, see DNS-003)", _spf_ref(dd), key=name)
+                         f"({tree.result}: {tree.problem}; see DNS-003)", _spf_ref(dd), key=name)
             continue
         includes = [t.target for t in tree.targets if t.kind in ("include", "redirect")]
         authorised = IpSet(IpRange.parse(n.network) for n in tree.networks if n.qualifier == "+")
