@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import httpx
 
 from . import __version__
 from .audit import Report, run_audit
 from .bulk import audit_domains, read_domains
-from .dnscollect import collect
+from .dnscollect import PolicyFetching, collect
+from .dnsevidence import DomainDns
 from .dnsresolve import Nameserver, Resolver, system_nameservers
 from .engine import Registry, Severity, discover
 from .errors import AuditorError, InputError
@@ -127,9 +129,19 @@ def _dns(snapshot: Snapshot, *, no_dns: bool, nameservers: tuple[str, ...],
                  for s in p.dkim_selectors]
     click.echo(f"collecting DNS for {len(wanted)} domain(s) via "
                f"{', '.join(str(s) for s in servers)}", err=True)
-    recorded = asyncio.run(collect(wanted, resolver, dkim_selectors=selectors))
+    recorded = asyncio.run(_collect_with_policies(wanted, resolver, selectors, timeout))
     click.echo(f"  {resolver.sent} DNS queries sent", err=True)
     return with_dns(snapshot, recorded)
+
+
+async def _collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str],
+                                 timeout: float,
+                                 progress: Callable[[int, int], None] | None = None,
+                                 ) -> list[DomainDns]:
+    """Collect DNS evidence and the MTA-STS policy files (HTTPS, certificates verified)."""
+    async with httpx.AsyncClient(timeout=timeout, verify=True, trust_env=False) as client:
+        return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
+                             policies=PolicyFetching(client))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,7 +313,7 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
     servers = [Nameserver.parse(n) for n in nameservers] or system_nameservers()
     resolver = Resolver(servers, timeout=dns_timeout, concurrency=concurrency)
     bar = _progress_bar() if sys.stderr.isatty() else None
-    recorded = asyncio.run(collect(wanted, resolver, progress=bar))
+    recorded = asyncio.run(_collect_with_policies(wanted, resolver, [], dns_timeout, bar))
     if bar is not None:
         click.echo("", err=True)
     report = audit_domains(recorded, _registry(), builtin_profiles(), rejected=rejected,

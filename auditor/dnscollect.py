@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import httpx
 
 from . import spf
 from .dnsevidence import DomainDns, dns_path
-from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
+from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, ascii_name, normalise_name
 from .dnsresolve import Resolver
 from .mailrecords import dmarc_candidates, is_dmarc
+from .mtastsfetch import fetch_policy
 
 MAX_MX_HOSTS = 10
 MICROSOFT_DKIM_SELECTORS = ("selector1", "selector2")
@@ -44,8 +48,16 @@ class _Recorder:
         return await self.query(DnsQuery.of(name, rdtype))
 
 
-async def collect_domain(domain: str, resolver: Resolver, *,
-                         dkim_selectors: Iterable[str] = ()) -> DomainDns | None:
+@dataclass(frozen=True)
+class PolicyFetching:
+    """How to fetch MTA-STS policy files: the HTTPS client, and the port (443 but in tests)."""
+
+    client: httpx.AsyncClient
+    port: int = 443
+
+
+async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Iterable[str] = (),
+                         policies: PolicyFetching | None = None) -> DomainDns | None:
     """Every answer needed to judge one domain, or None for a name that cannot be a file."""
     name = normalise_name(domain)
     path = dns_path(name)
@@ -57,28 +69,34 @@ async def collect_domain(domain: str, resolver: Resolver, *,
     if mx.status is DnsStatus.OK:
         hosts = [host for _, host in mx.mx() if host][:MAX_MX_HOSTS]
         await asyncio.gather(*(rec.ask(h, t) for h in hosts for t in ("A", "AAAA")))
-    tree = await spf.resolve_async(spf.analyse(name), rec.query)
+    tree = await spf.resolve_async(spf.analyse(ascii_name(name)), rec.query)
     targets = sorted(set(tree.address_targets))
     await asyncio.gather(*(rec.ask(t, rtype) for t in targets for rtype in ("A", "AAAA")))
     for candidate in dmarc_candidates(name):
         if is_dmarc(await rec.ask(f"_dmarc.{candidate}", "TXT")):
             break
-    await asyncio.gather(
+    sts, *_ = await asyncio.gather(
         rec.ask(f"_mta-sts.{name}", "TXT"),
         rec.ask(f"_smtp._tls.{name}", "TXT"),
         *(rec.ask(f"{s}._domainkey.{name}", "TXT")
           for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *dkim_selectors])),
     )
+    policy = None
+    if policies is not None and sts.status is DnsStatus.OK and any(
+            t.startswith(b"v=STSv1") for t in sts.txt()):
+        policy = await fetch_policy(name, rec.query, policies.client, port=policies.port)
     return DomainDns.build(name, rec.answers, path, started,
-                           [str(ns) for ns in resolver.nameservers])
+                           [str(ns) for ns in resolver.nameservers], policy)
 
 
 async def collect(domains: Iterable[str], resolver: Resolver, *,
                   dkim_selectors: Iterable[str] = (),
-                  progress: Callable[[int, int], None] | None = None) -> list[DomainDns]:
+                  progress: Callable[[int, int], None] | None = None,
+                  policies: PolicyFetching | None = None) -> list[DomainDns]:
     """Collect many domains at once; lookups shared between them are asked once.
 
-    ``progress(done, total)`` is called as each domain completes.
+    ``progress(done, total)`` is called as each domain completes; ``policies`` says how to
+    fetch MTA-STS policy files (not fetched when None).
     """
     selectors = [s for s in dkim_selectors if not any(c in s for c in "*?[")]
     unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
@@ -86,7 +104,7 @@ async def collect(domains: Iterable[str], resolver: Resolver, *,
 
     async def one(name: str) -> DomainDns | None:
         nonlocal done
-        found = await collect_domain(name, resolver, dkim_selectors=selectors)
+        found = await collect_domain(name, resolver, dkim_selectors=selectors, policies=policies)
         done += 1
         if progress is not None:
             progress(done, len(unique))

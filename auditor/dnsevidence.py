@@ -37,6 +37,32 @@ def dns_path(domain: str) -> str | None:
     return f"{DNS_DIR}/{name}.json"
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyFetch:
+    """The MTA-STS policy file as fetched over HTTPS (or why it could not be)."""
+
+    url: str
+    status: str  # "ok", "error" (the server or certificate failed) or "timeout"
+    http_status: int | None = None
+    content_type: str | None = None
+    body: str | None = None
+    detail: str | None = None
+    at: str | None = None
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "status": self.status, "http_status": self.http_status,
+                "content_type": self.content_type, "body": self.body, "detail": self.detail,
+                "at": self.at, "address": self.address}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PolicyFetch:
+        return cls(url=str(data["url"]), status=str(data["status"]),
+                   http_status=data.get("http_status"), content_type=data.get("content_type"),
+                   body=data.get("body"), detail=data.get("detail"), at=data.get("at"),
+                   address=data.get("address"))
+
+
 @dataclass(frozen=True)
 class DomainDns:
     """Every answer recorded for one domain, in the order the lookups were made."""
@@ -46,17 +72,19 @@ class DomainDns:
     file: str
     collected_at: str | None = None
     resolvers: tuple[str, ...] = ()
+    mta_sts_policy: PolicyFetch | None = None  # None: not fetched (no _mta-sts record, or offline)
     _index: Mapping[DnsQuery, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, domain: str, answers: Iterable[DnsAnswer], file: str,
-              collected_at: str | None = None, resolvers: Iterable[str] = ()) -> DomainDns:
+              collected_at: str | None = None, resolvers: Iterable[str] = (),
+              mta_sts_policy: PolicyFetch | None = None) -> DomainDns:
         ordered: dict[DnsQuery, DnsAnswer] = {}
         for found in answers:
             ordered.setdefault(found.query, found)
         listed = tuple(ordered.values())
         return cls(normalise_name(domain), listed, file, collected_at, tuple(resolvers),
-                   {a.query: i for i, a in enumerate(listed)})
+                   mta_sts_policy, {a.query: i for i, a in enumerate(listed)})
 
     def lookup(self, query: DnsQuery) -> DnsAnswer:
         """The recorded answer, or an error answer saying it was never recorded."""
@@ -85,6 +113,7 @@ class DomainDns:
             "collected_at": self.collected_at,
             "resolvers": list(self.resolvers),
             "answers": [a.to_json() for a in self.answers],
+            "mta_sts_policy": self.mta_sts_policy.to_json() if self.mta_sts_policy else None,
         }
         return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
 
@@ -95,7 +124,9 @@ class DomainDns:
             if not isinstance(body, dict) or body.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError("not a DNS evidence file of schema_version 1")
             answers = [DnsAnswer.from_json(a) for a in body["answers"]]
+            policy = body.get("mta_sts_policy")
             return cls.build(str(body["domain"]), answers, file, body.get("collected_at"),
-                             [str(r) for r in body.get("resolvers") or ()])
+                             [str(r) for r in body.get("resolvers") or ()],
+                             PolicyFetch.from_json(policy) if policy else None)
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise EvidenceError(file, f"unreadable DNS evidence: {exc}") from None

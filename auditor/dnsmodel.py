@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import dns.rdata
@@ -38,8 +39,27 @@ class DnsStatus(StrEnum):
         return self in (DnsStatus.SERVFAIL, DnsStatus.REFUSED, DnsStatus.TIMEOUT, DnsStatus.ERROR)
 
 
+PARSE_CACHE_SIZE = 1 << 16  # distinct record sets kept parsed (rdata are immutable)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_rdata(rdtype_text: str, records: tuple[str, ...]) -> tuple[Any, ...]:
+    """The rdata of presentation-format records, parsed once per distinct record set: checks
+    read the same answers (and domains share includes) many times over."""
+    rdtype = dns.rdatatype.from_text(rdtype_text)
+    return tuple(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text) for text in records)
+
+
 def normalise_name(name: str) -> str:
     return name.strip().rstrip(".").lower()
+
+
+def ascii_name(name: str) -> str:
+    """The A-label (``xn--``) form SPF evaluation needs (RFC 7208 4.3); unchanged if not IDNA."""
+    try:
+        return normalise_name(name).encode("idna").decode("ascii")
+    except UnicodeError:
+        return normalise_name(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +86,7 @@ class DnsAnswer:
     cname: tuple[str, ...] = field(default=())  # aliases followed to reach the answer
 
     def _rdata(self) -> list[Any]:
-        rdtype = dns.rdatatype.from_text(self.query.rdtype)
-        return [dns.rdata.from_text(dns.rdataclass.IN, rdtype, text) for text in self.records]
+        return list(_parse_rdata(self.query.rdtype, self.records))
 
     def txt(self) -> list[bytes]:
         """Each TXT record with its character-strings joined (RFC 7208 3.3)."""

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
@@ -22,13 +21,13 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from .dnsfast import MultiplexTransport, Transport
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from .errors import InputError
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_TRIES = 2
 DEFAULT_CONCURRENCY = 64
-EDNS_PAYLOAD = 1232
 MAX_ALIASES = 8  # CNAME hops followed when the server answers with an alias only
 
 
@@ -80,12 +79,16 @@ class Resolver:
     """Asks recursive nameservers, one query per distinct (name, type) for the whole run."""
 
     def __init__(self, nameservers: Sequence[Nameserver], *, timeout: float = DEFAULT_TIMEOUT,
-                 tries: int = DEFAULT_TRIES, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                 tries: int = DEFAULT_TRIES, concurrency: int = DEFAULT_CONCURRENCY,
+                 transport: Transport | None = None) -> None:
+        """``transport`` sends each query: by default ``MultiplexTransport`` (a few shared UDP
+        sockets); ``DnspythonTransport`` is dnspython's one-socket-per-query reference path."""
         if not nameservers:
             raise InputError("no DNS server to ask: give --nameserver IP[:PORT] or --no-dns")
         self.nameservers = tuple(nameservers)
         self.timeout = timeout
         self.tries = tries
+        self.transport: Transport = MultiplexTransport() if transport is None else transport
         self._limit = asyncio.Semaphore(concurrency)
         self._pending: dict[DnsQuery, asyncio.Future[DnsAnswer]] = {}
         self.sent = 0
@@ -115,7 +118,7 @@ class Resolver:
         while found.status is DnsStatus.NODATA and found.detail and found.detail.startswith("alias "):
             target = found.detail.removeprefix("alias ")
             if target in seen or len(seen) > MAX_ALIASES:
-                return replace(found, status=DnsStatus.ERROR, cname=tuple(aliases),
+                return replace(found, query=query, status=DnsStatus.ERROR, cname=tuple(aliases),
                                detail=f"alias loop or chain longer than {MAX_ALIASES}: {target}")
             seen.add(target)
             found = await self._ask_once(DnsQuery(target, query.rdtype))
@@ -140,13 +143,12 @@ class Resolver:
 
     async def _once(self, query: DnsQuery, name: dns.name.Name, rdtype: dns.rdatatype.RdataType,
                     server: Nameserver) -> DnsAnswer:
-        message = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         started = time.perf_counter()
         self.sent += 1
         common = {"server": str(server)}
         try:
-            response, tcp = await dns.asyncquery.udp_with_fallback(
-                message, server.host, timeout=self.timeout, port=server.port)
+            response, tcp = await self.transport.exchange(name, rdtype, server.host, server.port,
+                                                          self.timeout)
         except dns.exception.Timeout:
             return DnsAnswer(query, DnsStatus.TIMEOUT, detail=f"no answer within {self.timeout:g} s",
                              at=_now(), elapsed_ms=_ms(started), **common)

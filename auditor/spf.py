@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, TypeVar
 from urllib.parse import quote
 
@@ -281,6 +282,7 @@ def _parse_domain_spec(text: str) -> tuple[_Token, ...]:
     return tokens
 
 
+@lru_cache(maxsize=1 << 16)  # terms are immutable; domains share includes; errors are not cached
 def _parse_term(text: str) -> _Term:
     """Parse one directive or modifier (4.6.1, 5, 6)."""
     m = _MODIFIER_RE.fullmatch(text)
@@ -942,11 +944,16 @@ def _tree(walk: _Walk, domain: str, result: TreeResult, problem: str | None, rec
 
 def _txt_strings(presentation: str) -> list[bytes]:
     """The character-strings of one TXT record, unjoined (to spot records split badly)."""
+    return list(_txt_strings_cached(presentation))
+
+
+@lru_cache(maxsize=1 << 16)
+def _txt_strings_cached(presentation: str) -> tuple[bytes, ...]:
     try:
         rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, presentation)
     except (dns.exception.DNSException, ValueError):
-        return []
-    return list(rdata.strings)  # type: ignore[attr-defined]
+        return ()
+    return tuple(rdata.strings)  # type: ignore[attr-defined]
 
 
 def _glued_terms(strings: list[bytes]) -> set[str]:

@@ -4,12 +4,14 @@ sent around it caught by SPF and DMARC? Judged only from recorded answers."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterator
 
 from auditor import spf
 from auditor.context import CheckContext
 from auditor.dnsevidence import DNS_KEY, NOT_RECORDED, DomainDns
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
+from auditor.dnsmodel import ascii_name as spf_name
 from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
 from auditor.mailrecords import (
     dmarc_candidates,
@@ -20,6 +22,7 @@ from auditor.mailrecords import (
     policy_rank,
 )
 from auditor.models import EvidenceRef, OutboundConnector
+from auditor.mtasts import mx_matches, parse_policy
 from auditor.netutil import IpRange, IpSet
 from auditor.spf import SpfTree
 
@@ -332,7 +335,10 @@ def mta_sts(ctx: CheckContext) -> Iterator[Result]:
         if mx.status is DnsStatus.OK and _is_null_mx(mx):
             yield result(Status.PASS, resource, "null MX: no mail to protect in transit", key=name)
             continue
-        problems, refs, failures = [], [], []
+        problems: list[str] = []
+        refs: list[EvidenceRef] = []
+        failures: list[str] = []
+        sts_valid = False
         for label, parser, what, prefix in (("_mta-sts", parse_mta_sts, "MTA-STS", "v=STSv1"),
                                             ("_smtp._tls", parse_tlsrpt, "TLS-RPT", "v=TLSRPTv1")):
             query = DnsQuery.of(f"{label}.{name}", "TXT")
@@ -353,16 +359,51 @@ def mta_sts(ctx: CheckContext) -> Iterator[Result]:
                 record = parser(records[0])
                 if record.problems:
                     problems.append(f"{what} record invalid: " + "; ".join(record.problems))
+                elif what == "MTA-STS":
+                    sts_valid = True
             refs.append(dd.ref(query))
+        policy_note = ""
+        if sts_valid:
+            policy_problems, policy_failure, policy_note = _policy_verdict(dd, mx)
+            problems.extend(policy_problems)
+            if policy_failure:
+                failures.append(policy_failure)
         if failures:
             yield result(Status.NOT_EVALUATED, resource, "not evaluated: " + "; ".join(failures),
                          *refs, key=name)
         elif problems:
-            yield result(Status.WARN, resource, "; ".join(problems) + " (the MTA-STS policy file "
-                         "itself is not checked against the MX set yet)", *refs, key=name)
+            yield result(Status.WARN, resource, "; ".join(problems), *refs, key=name)
         else:
-            yield result(Status.PASS, resource, "MTA-STS and TLS-RPT records are published (the "
-                         "policy file itself is not checked against the MX set yet)", *refs, key=name)
+            yield result(Status.PASS, resource, "MTA-STS and TLS-RPT are published" + policy_note,
+                         *refs, key=name)
+
+
+def _policy_verdict(dd: DomainDns, mx: DnsAnswer) -> tuple[list[str], str | None, str]:
+    """Problems of the fetched MTA-STS policy, a failure that leaves it unknown, and a note."""
+    fetched = dd.mta_sts_policy
+    if fetched is None:
+        return [], None, " (the policy file was not fetched: recorded without HTTPS)"
+    if fetched.status == "timeout":
+        return [], f"the MTA-STS policy fetch timed out ({fetched.detail})", ""
+    if fetched.status != "ok" or fetched.body is None:
+        return [f"the MTA-STS policy file cannot be fetched from {fetched.url}: {fetched.detail} "
+                "(senders then apply no policy)"], None, ""
+    problems = []
+    content_type = (fetched.content_type or "").split(";")[0].strip().lower()
+    if content_type != "text/plain":
+        problems.append(f"the policy is served as {fetched.content_type or 'no content type'}, "
+                        "not text/plain")
+    policy = parse_policy(fetched.body)
+    problems.extend(f"policy: {p}" for p in policy.problems)
+    if policy.mode == "none":
+        problems.append("the policy's mode is none (MTA-STS withdrawn)")
+    elif policy.mode in ("enforce", "testing") and mx.status is DnsStatus.OK:
+        unmatched = [h for _, h in mx.mx() if h and not any(mx_matches(h, p) for p in policy.mx)]
+        if unmatched:
+            problems.append(f"MX host(s) {', '.join(unmatched)} match no mx: line of the "
+                            f"{policy.mode} policy ({', '.join(policy.mx) or 'none'})")
+    note = f" (policy mode {policy.mode}, mx {', '.join(policy.mx)})" if not problems else ""
+    return problems, None, note
 
 
 RFC7208 = Reference("RFC 7208: Sender Policy Framework (SPF)", "https://www.rfc-editor.org/rfc/rfc7208")
@@ -372,8 +413,24 @@ MS_SPF = Reference(
 )
 
 
+_SPF_TREES: dict[int, tuple[DomainDns, tuple[SpfTree, bool]]] = {}
+_SPF_TREES_KEPT = 8  # the checks of one domain run one after another: keep the last few trees
+
+
 def _spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
-    """The domain's SPF tree from recorded answers, and whether every lookup was recorded."""
+    """The domain's SPF tree from recorded answers, and whether every lookup was recorded
+    (evaluated once per recorded domain, however many checks ask)."""
+    kept = _SPF_TREES.get(id(dd))
+    if kept is not None and kept[0] is dd:
+        return kept[1]
+    found = _evaluate_spf_tree(dd)
+    if len(_SPF_TREES) >= _SPF_TREES_KEPT:
+        _SPF_TREES.pop(next(iter(_SPF_TREES)))
+    _SPF_TREES[id(dd)] = (dd, found)
+    return found
+
+
+def _evaluate_spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
     missing: list[DnsQuery] = []
 
     def lookup(query: DnsQuery) -> DnsAnswer:
@@ -382,12 +439,12 @@ def _spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
             missing.append(query)
         return found
 
-    tree = spf.resolve(spf.analyse(dd.domain), lookup)
+    tree = spf.resolve(spf.analyse(spf_name(dd.domain)), lookup)
     return tree, not missing
 
 
 def _spf_ref(dd: DomainDns) -> EvidenceRef:
-    return dd.ref(DnsQuery.of(dd.domain, "TXT"))
+    return dd.ref(DnsQuery.of(spf_name(dd.domain), "TXT"))
 
 
 def _spf_ready(ctx: CheckContext, check_id: str) -> Iterator[tuple[str, DomainDns, SpfTree] | Result]:
@@ -436,6 +493,10 @@ def spf_valid(ctx: CheckContext) -> Iterator[Result]:
             continue
         name, dd, tree = item
         resource = f"domain {name}"
+        failed = _unanswered(dd, DnsQuery.of(spf_name(name), "TXT"), "SPF (TXT)")
+        if failed:
+            yield failed
+            continue
         counts = f"{tree.lookups} DNS-querying terms (limit 10), {tree.void_lookups} void lookups (limit 2)"
         if tree.result == "none":
             yield result(Status.WARN, resource, "no SPF record: receivers cannot tell mail forged "
@@ -461,8 +522,13 @@ def spf_valid(ctx: CheckContext) -> Iterator[Result]:
 
 def _provider_include(ctx: CheckContext, domains: tuple[str, ...]) -> bool:
     """Whether a network came through a known provider's include (its own ranges, by design)."""
-    return any(fnmatch.fnmatchcase(d, pattern.lower()) for d in domains
-               for p in ctx.gateway.known for pattern in p.spf_includes)
+    patterns = tuple(pattern.lower() for p in ctx.gateway.known for pattern in p.spf_includes)
+    return any(_matches_any(d, patterns) for d in domains)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a tree's networks share the few include names above them
+def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 @check(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from auditor.audit import Report, run_audit
@@ -48,6 +49,21 @@ def _no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("auditor.dnsresolve.system_nameservers", refuse)
     monkeypatch.setattr("auditor.cli.system_nameservers", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_https_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS from a test (MTA-STS policies) may reach 127.0.0.1 and ::1 only; anything else
+    fails as an unreachable server would."""
+    send = httpx.AsyncClient.send
+
+    async def guarded(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if request.url.host not in ("127.0.0.1", "::1", "localhost"):
+            raise httpx.ConnectError(f"tests reach only loopback, not {request.url.host}",
+                                     request=request)
+        return await send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", guarded)
 
 
 def mimecast_us_ranges() -> list[str]:
