@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
 from .errors import EvidenceError
 from .models import EvidenceRef
 
+T = TypeVar("T")
 DNS_DIR = "dns"
 NOT_RECORDED = "this lookup is not in the recorded DNS evidence"
 DNS_KEY = "dns"
@@ -74,6 +75,14 @@ class DomainDns:
     resolvers: tuple[str, ...] = ()
     mta_sts_policy: PolicyFetch | None = None  # None: not fetched (no _mta-sts record, or offline)
     _index: Mapping[DnsQuery, int] = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, name: str, compute: Callable[[DomainDns], T]) -> T:
+        """A value computed from these answers once (they never change), e.g. the SPF tree
+        that several checks read."""
+        if name not in self._derived:
+            self._derived[name] = compute(self)
+        return cast(T, self._derived[name])
 
     @classmethod
     def build(cls, domain: str, answers: Iterable[DnsAnswer], file: str,
@@ -84,7 +93,7 @@ class DomainDns:
             ordered.setdefault(found.query, found)
         listed = tuple(ordered.values())
         return cls(normalise_name(domain), listed, file, collected_at, tuple(resolvers),
-                   mta_sts_policy, {a.query: i for i, a in enumerate(listed)})
+                   mta_sts_policy, {a.query: i for i, a in enumerate(listed)}, {})
 
     def lookup(self, query: DnsQuery) -> DnsAnswer:
         """The recorded answer, or an error answer saying it was never recorded."""

@@ -311,12 +311,6 @@ class GatewayContext:
                 return profile
         return None
 
-    def smart_host_owner(self, host: str) -> GatewayProfile | None:
-        for profile in self.active + self.known:
-            if profile.matches_smart_host(host):
-                return profile
-        return None
-
     def is_active(self, profile: GatewayProfile | None) -> bool:
         return profile is not None and any(p.id == profile.id for p in self.active)
 

@@ -101,10 +101,6 @@ class ExoObject:
                     return EvidenceRef(self.source.file, f"{base}/{index}", item, name, note)
         return EvidenceRef(self.source.file, base, raw, name, note)
 
-    def has(self, name: str) -> bool:
-        """Whether the export contained this property at all (null counts as present)."""
-        return _actual_key(self.raw, name) in self.raw
-
 
 def _actual_key(raw: Mapping[str, Any], name: str) -> str:
     if name in raw:

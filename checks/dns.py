@@ -413,21 +413,10 @@ MS_SPF = Reference(
 )
 
 
-_SPF_TREES: dict[int, tuple[DomainDns, tuple[SpfTree, bool]]] = {}
-_SPF_TREES_KEPT = 8  # the checks of one domain run one after another: keep the last few trees
-
-
 def _spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
     """The domain's SPF tree from recorded answers, and whether every lookup was recorded
     (evaluated once per recorded domain, however many checks ask)."""
-    kept = _SPF_TREES.get(id(dd))
-    if kept is not None and kept[0] is dd:
-        return kept[1]
-    found = _evaluate_spf_tree(dd)
-    if len(_SPF_TREES) >= _SPF_TREES_KEPT:
-        _SPF_TREES.pop(next(iter(_SPF_TREES)))
-    _SPF_TREES[id(dd)] = (dd, found)
-    return found
+    return dd.derived("spf-tree", _evaluate_spf_tree)
 
 
 def _evaluate_spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
