@@ -509,15 +509,22 @@ def spf_valid(ctx: CheckContext) -> Iterator[Result]:
                 yield result(Status.PASS, resource, f"SPF evaluates: {counts}", _spf_ref(dd), key=name)
 
 
-def _provider_include(ctx: CheckContext, domains: tuple[str, ...]) -> bool:
-    """Whether a network came through a known provider's include (its own ranges, by design)."""
-    patterns = tuple(pattern.lower() for p in ctx.gateway.known for pattern in p.spf_includes)
-    return any(_matches_any(d, patterns) for d in domains)
+def _provider_patterns(ctx: CheckContext) -> tuple[str, ...]:
+    """SPF includes of every known provider: ranges reached through them are theirs by design."""
+    return tuple(pattern.lower() for p in ctx.gateway.known for pattern in p.spf_includes)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # a tree's networks share the few include names above them
 def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # shared includes repeat the same networks across domains
+def _parsed_range(text: str) -> IpRange | None:
+    try:
+        return IpRange.parse(text)
+    except ValueError:
+        return None
 
 
 @check(
@@ -541,6 +548,7 @@ def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
     mappings=Mappings(attack=("T1684.002", "T1672"), cis=("2.1.8",), scuba=("MS.EXO.2.2v3",)),
 )
 def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
+    providers = _provider_patterns(ctx)
     for item in _spf_ready(ctx, "DNS-004"):
         if isinstance(item, Result):
             yield item
@@ -558,11 +566,11 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
             continue
         wide = []
         for net in tree.networks:
-            if net.qualifier != "+" or _provider_include(ctx, (*net.chain, net.domain)):
+            if net.qualifier != "+" or any(_matches_any(d, providers)
+                                           for d in (*net.chain, net.domain)):
                 continue
-            try:
-                rng = IpRange.parse(net.network)
-            except ValueError:
+            rng = _parsed_range(net.network)
+            if rng is None:
                 continue
             if rng.prefix_len <= (16 if rng.family == 4 else 32):
                 wide.append(f"{net.network} (in {_chain((*net.chain, net.domain))})")
