@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import httpx
 
 from . import __version__
 from .audit import Report, run_audit
-from .bulk import audit_domains, read_domains
-from .dnscollect import PolicyFetching, collect
-from .dnsevidence import DomainDns
+from .bulk import bulk_json, read_domains, run_bulk
+from .dnscollect import collect_with_policies
 from .dnsresolve import Nameserver, Resolver, system_nameservers
 from .engine import Registry, Severity, discover
 from .errors import AuditorError, InputError
@@ -37,6 +37,7 @@ from .snapshot import (
 )
 
 EXIT_FINDINGS, EXIT_INCOMPLETE, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3, 4
+PARALLEL_FROM = 500  # domains from which `domains` spreads the work over every core
 DEMO_PARTS = ("share", "mailflow-auditor", "examples", "contoso")
 
 
@@ -129,19 +130,9 @@ def _dns(snapshot: Snapshot, *, no_dns: bool, nameservers: tuple[str, ...],
                  for s in p.dkim_selectors]
     click.echo(f"collecting DNS for {len(wanted)} domain(s) via "
                f"{', '.join(str(s) for s in servers)}", err=True)
-    recorded = asyncio.run(_collect_with_policies(wanted, resolver, selectors, timeout))
+    recorded = asyncio.run(collect_with_policies(wanted, resolver, selectors, timeout))
     click.echo(f"  {resolver.sent} DNS queries sent", err=True)
     return with_dns(snapshot, recorded)
-
-
-async def _collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str],
-                                 timeout: float,
-                                 progress: Callable[[int, int], None] | None = None,
-                                 ) -> list[DomainDns]:
-    """Collect DNS evidence and the MTA-STS policy files (HTTPS, certificates verified)."""
-    async with httpx.AsyncClient(timeout=timeout, verify=True, trust_env=False) as client:
-        return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
-                             policies=PolicyFetching(client))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -286,9 +277,12 @@ def verify(snapshot: Path) -> None:
 @click.option("--dns-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0,
               show_default=True, help="Seconds to wait for each DNS answer.")
 @click.option("--concurrency", type=click.IntRange(min=1, max=1000), default=256,
-              show_default=True, help="DNS queries in flight at once.")
+              show_default=True, help="DNS queries in flight at once (shared by the processes).")
+@click.option("--jobs", type=click.IntRange(min=1, max=64), default=None,
+              help="Processes to use [default: one per core from 500 domains, else one].")
 def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
-            nameservers: tuple[str, ...], dns_timeout: float, concurrency: int) -> None:
+            nameservers: tuple[str, ...], dns_timeout: float, concurrency: int,
+            jobs: int | None) -> None:
     """Audit the DNS of many domains (one per line; - reads standard input), without a tenant."""
     from reports.render import BULK_FORMATS, render_bulk
 
@@ -311,14 +305,15 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
     if not wanted:
         raise InputError(f"{source}: no domain to audit")
     servers = [Nameserver.parse(n) for n in nameservers] or system_nameservers()
-    resolver = Resolver(servers, timeout=dns_timeout, concurrency=concurrency)
+    _registry()  # fail early, in this process, when no check is registered
+    if jobs is None:
+        jobs = (os.cpu_count() or 1) if len(wanted) >= PARALLEL_FROM else 1
     bar = _progress_bar() if sys.stderr.isatty() else None
-    recorded = asyncio.run(_collect_with_policies(wanted, resolver, [], dns_timeout, bar))
+    found, results, sent = run_bulk(wanted, servers, timeout=dns_timeout, concurrency=concurrency,
+                                    jobs=jobs, progress=bar)
     if bar is not None:
         click.echo("", err=True)
-    report = audit_domains(recorded, _registry(), builtin_profiles(), rejected=rejected,
-                           resolvers=[str(s) for s in servers])
-    data = report.to_json()
+    data = bulk_json(found, results, rejected, [str(s) for s in servers], datetime.now(UTC))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for fmt in chosen:
@@ -329,8 +324,10 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
         click.echo(render_bulk(data, chosen[0]), nl=False)
     summary = data["summary"]
     status = ", ".join(f"{v} {k}" for k, v in summary["by_status"].items() if v)
-    click.echo(f"{summary['domains']} domains, {resolver.sent} DNS queries: {status}", err=True)
-    if threshold is not None and report.worst(threshold):
+    click.echo(f"{summary['domains']} domains, {sent} DNS queries: {status}", err=True)
+    if threshold is not None and any(
+            f["status"] in ("fail", "warn") and Severity(f["severity"]).rank >= threshold.rank
+            for f in results):
         sys.exit(EXIT_FINDINGS)
 
 

@@ -112,3 +112,13 @@ async def collect(domains: Iterable[str], resolver: Resolver, *,
 
     found = await asyncio.gather(*(one(d) for d in unique))
     return [d for d in found if d is not None]
+
+
+async def collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str],
+                                timeout: float,
+                                progress: Callable[[int, int], None] | None = None,
+                                ) -> list[DomainDns]:
+    """Collect DNS evidence and the MTA-STS policy files (HTTPS, certificates verified)."""
+    async with httpx.AsyncClient(timeout=timeout, verify=True, trust_env=False) as client:
+        return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
+                             policies=PolicyFetching(client))

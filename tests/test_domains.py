@@ -123,3 +123,21 @@ def test_read_domains_normalises_and_dedupes() -> None:
     domains, rejected = read_domains(["Contoso.COM.", "contoso.com", " # x", "bücher.test", "a b"])
     assert domains == ["contoso.com", "bücher.test"]
     assert rejected == [("a b", "not a valid domain name")]
+
+
+def test_two_processes_give_the_same_report_as_one(server: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "many.txt"
+    listing.write_text("\n".join(["contoso.com", "northwindtraders.com"]
+                                 + [f"client{i}.test" for i in range(5)]))
+    reports = []
+    for jobs in ("1", "2"):
+        code, out, _ = run(["domains", str(listing), "--nameserver", server, "--format", "json",
+                            "--jobs", jobs], capsys)
+        assert code == 0
+        data = json.loads(out)
+        reports.append(([d["domain"] for d in data["domains"]],
+                        [(f["domain"], f["check_id"], f["status"], f["fingerprint"])
+                         for f in data["findings"]], data["summary"]))
+    assert reports[0] == reports[1]
+    assert reports[0][0][:2] == ["contoso.com", "northwindtraders.com"]
