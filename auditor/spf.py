@@ -157,6 +157,19 @@ class SpfTree:
 # Drivers
 
 
+def _cached_query(cache: dict[DnsQuery, DnsAnswer], name: str, rdtype: str) -> Resolution[DnsAnswer]:
+    """Ask once per evaluation: a name queried again is answered from ``cache``."""
+    q = DnsQuery.of(name, rdtype)
+    cached = cache.get(q)
+    if cached is not None:
+        return cached
+    ans = yield q
+    if not isinstance(ans, DnsAnswer):
+        raise TypeError(f"expected a DnsAnswer for {q}, got {type(ans).__name__}")
+    cache[q] = ans
+    return ans
+
+
 def resolve(gen: Resolution[T], lookup: Callable[[DnsQuery], DnsAnswer]) -> T:
     """Run a sans-I/O evaluation synchronously, answering each query with ``lookup``."""
     try:
@@ -514,15 +527,7 @@ class _Context:
     # -- DNS ---------------------------------------------------------------------------------
 
     def query(self, name: str, rdtype: str) -> Resolution[DnsAnswer]:
-        q = DnsQuery.of(name, rdtype)
-        cached = self.cache.get(q)
-        if cached is not None:
-            return cached
-        ans = yield q
-        if not isinstance(ans, DnsAnswer):
-            raise TypeError(f"expected a DnsAnswer for {q}, got {type(ans).__name__}")
-        self.cache[q] = ans
-        return ans
+        return (yield from _cached_query(self.cache, name, rdtype))
 
     def addresses(self, name: str, term: _Term | None, domain: str) -> Resolution[list[_IP] | None]:
         """A or AAAA (by the client's IP version); None for a void answer.
@@ -862,15 +867,7 @@ class _Walk:
         self.problems.append(SpfProblem(severity, message, chain))
 
     def query(self, name: str, rdtype: str) -> Resolution[DnsAnswer]:
-        q = DnsQuery.of(name, rdtype)
-        cached = self.cache.get(q)
-        if cached is not None:
-            return cached
-        ans = yield q
-        if not isinstance(ans, DnsAnswer):
-            raise TypeError(f"expected a DnsAnswer for {q}, got {type(ans).__name__}")
-        self.cache[q] = ans
-        return ans
+        return (yield from _cached_query(self.cache, name, rdtype))
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,21 @@ def _unanswered(dd: DomainDns, query: DnsQuery, what: str) -> Result | None:
     return None
 
 
+def _mx_ready(ctx: CheckContext, check_id: str,
+              ) -> Iterator[tuple[str, DomainDns, DnsQuery, DnsAnswer] | Result]:
+    """Each domain with its answered MX lookup, or the result saying why it cannot be judged."""
+    for name, dd in _domains(ctx):
+        if dd is None:
+            yield _not_recorded(name, check_id)
+            continue
+        query = DnsQuery.of(name, "MX")
+        failed = _unanswered(dd, query, "MX")
+        if failed:
+            yield failed
+            continue
+        yield name, dd, query, dd.lookup(query)
+
+
 def _is_null_mx(mx: DnsAnswer) -> bool:
     hosts = mx.mx()
     return len(hosts) == 1 and hosts[0][1] == ""
@@ -110,16 +125,11 @@ def mx_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     if ctx.available("Get-InboundConnector"):
         locks = [v.lock for c in ctx.inbound_connectors
                  if (v := connector_lock(c, ctx.gateway)).lock and v.lock.names_gateway]
-    for name, dd in _domains(ctx):
-        if dd is None:
-            yield _not_recorded(name, "DNS-001")
+    for item in _mx_ready(ctx, "DNS-001"):
+        if isinstance(item, Result):
+            yield item
             continue
-        query = DnsQuery.of(name, "MX")
-        failed = _unanswered(dd, query, "MX")
-        if failed:
-            yield failed
-            continue
-        mx = dd.lookup(query)
+        name, dd, query, mx = item
         resource = f"domain {name}"
         if mx.status is not DnsStatus.OK:
             yield result(Status.PASS, resource, f"no MX records ({mx.status.value}): mail is not "
@@ -183,16 +193,11 @@ def mx_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     mappings=Mappings(attack=("T1566",)),
 )
 def mx_usable(ctx: CheckContext) -> Iterator[Result]:
-    for name, dd in _domains(ctx):
-        if dd is None:
-            yield _not_recorded(name, "DNS-002")
+    for item in _mx_ready(ctx, "DNS-002"):
+        if isinstance(item, Result):
+            yield item
             continue
-        query = DnsQuery.of(name, "MX")
-        failed = _unanswered(dd, query, "MX")
-        if failed:
-            yield failed
-            continue
-        mx = dd.lookup(query)
+        name, dd, query, mx = item
         resource = f"domain {name}"
         if mx.status is DnsStatus.NXDOMAIN:
             yield result(Status.FAIL, resource, f"{name} does not exist in DNS (NXDOMAIN), yet it "
