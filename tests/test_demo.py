@@ -91,3 +91,19 @@ def test_failing_demo_findings_carry_the_exact_fix() -> None:
         "Disable-TransportRule -Identity 'Allow partner newsletters' -Confirm:$false")
     assert fixes["connection filter policy Default: 203.0.113.0/24"] == (
         "Set-HostedConnectionFilterPolicy -Identity 'Default' -IPAllowList @{Remove='203.0.113.0/24'}")
+
+
+def test_every_demo_file_is_installed_with_the_package() -> None:
+    """A non-editable install finds the demo through setup.cfg's data_files: none may be left out."""
+    import configparser
+    import glob
+
+    config = configparser.ConfigParser()
+    config.read(DEMO.parent.parent / "setup.cfg")
+    installed: set[str] = set()
+    for patterns in config["options.data_files"].values():
+        for pattern in patterns.replace("\n", ",").split(","):
+            if pattern.strip():
+                installed.update(glob.glob(pattern.strip(), root_dir=DEMO.parent.parent))
+    on_disk = {str(p.relative_to(DEMO.parent.parent)) for p in DEMO.rglob("*") if p.is_file()}
+    assert on_disk <= installed, sorted(on_disk - installed)
