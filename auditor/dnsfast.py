@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import secrets
 import socket
 import struct
 from typing import Protocol
@@ -149,7 +149,7 @@ class _Socket(asyncio.DatagramProtocol):
 
     def free_id(self) -> int:
         for _ in range(MAX_ID_DRAWS):
-            candidate = random.getrandbits(16)
+            candidate = secrets.randbits(16)  # unpredictable, against spoofed replies
             if candidate not in self.pending:
                 return candidate
         for candidate in range(65536):
