@@ -84,6 +84,7 @@ class DnsAnswer:
     tcp: bool = False  # the answer came over TCP (after a truncated UDP answer)
     detail: str | None = None  # why, for failures
     cname: tuple[str, ...] = field(default=())  # aliases followed to reach the answer
+    rcode: str | None = None  # the response code as the server sent it (None: no response)
 
     def _rdata(self) -> list[Any]:
         return list(_parse_rdata(self.query.rdtype, self.records))
@@ -115,6 +116,7 @@ class DnsAnswer:
             "tcp": self.tcp,
             "detail": self.detail,
             "cname": list(self.cname),
+            "rcode": self.rcode,
         }
 
     @classmethod
@@ -130,6 +132,7 @@ class DnsAnswer:
             tcp=bool(data.get("tcp", False)),
             detail=data.get("detail"),
             cname=tuple(data.get("cname") or ()),
+            rcode=data.get("rcode"),
         )
 
 

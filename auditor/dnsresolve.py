@@ -155,8 +155,9 @@ class Resolver:
         except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
             return DnsAnswer(query, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}",
                              at=_now(), elapsed_ms=_ms(started), **common)
-        extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp, **common}
         rcode = response.rcode()
+        extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp,
+                 "rcode": dns.rcode.to_text(rcode), **common}
         if rcode == dns.rcode.NXDOMAIN:
             return DnsAnswer(query, DnsStatus.NXDOMAIN, **extra)
         if rcode == dns.rcode.SERVFAIL:
