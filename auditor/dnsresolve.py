@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import dns.exception
-import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -23,6 +22,7 @@ import dns.resolver
 
 from .dnsfast import MultiplexTransport, Transport
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
+from .dnswire import ReplySummary, summarize
 from .errors import InputError
 
 DEFAULT_TIMEOUT = 3.0
@@ -155,7 +155,9 @@ class Resolver:
         except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
             return DnsAnswer(query, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}",
                              at=_now(), elapsed_ms=_ms(started), **common)
-        rcode = response.rcode()
+        # The transport may already have read the reply (dnswire's fast decoder): same summary.
+        reply = response if isinstance(response, ReplySummary) else summarize(response)
+        rcode = reply.rcode
         extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp,
                  "rcode": dns.rcode.to_text(rcode), **common}
         if rcode == dns.rcode.NXDOMAIN:
@@ -166,25 +168,17 @@ class Resolver:
             return DnsAnswer(query, DnsStatus.REFUSED, detail="the server refused (REFUSED)", **extra)
         if rcode != dns.rcode.NOERROR:
             return DnsAnswer(query, DnsStatus.ERROR, detail=f"rcode {dns.rcode.to_text(rcode)}", **extra)
-        try:
-            chain = response.resolve_chaining()
-        except dns.exception.DNSException as exc:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=f"alias chain: {exc}", **extra)
-        cnames = tuple(rrset.name.to_text().rstrip(".").lower() for rrset in chain.cnames)
-        if chain.answer is None:
-            target = chain.canonical_name.to_text().rstrip(".").lower()
-            unchased = bool(cnames) and target != query.name and chain.minimum_ttl is not None
+        if reply.chain_error is not None:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=f"alias chain: {reply.chain_error}", **extra)
+        cnames = reply.cnames
+        if reply.records is None:
+            # No SOA in the authority section: the server stopped at the alias rather than saying
+            # that its target has no data (a chasing server proves no-data with the target's SOA).
+            # (resolve_chaining()'s minimum_ttl, once tested here, is never None.)
+            unchased = bool(cnames) and reply.canonical != query.name and not reply.has_soa
             return DnsAnswer(query, DnsStatus.NODATA, cname=cnames,
-                             detail=f"alias {target}" if unchased and _stopped_at_alias(response) else None,
-                             **extra)
-        return DnsAnswer(query, DnsStatus.OK, tuple(rd.to_text() for rd in chain.answer),
-                         ttl=chain.answer.ttl, cname=cnames, **extra)
-
-
-def _stopped_at_alias(response: dns.message.Message) -> bool:
-    """No SOA in the authority section: the server stopped at the alias rather than saying
-    that its target has no data (a chasing server proves no-data with the target's SOA)."""
-    return not any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority)
+                             detail=f"alias {reply.canonical}" if unchased else None, **extra)
+        return DnsAnswer(query, DnsStatus.OK, reply.records, ttl=reply.ttl, cname=cnames, **extra)
 
 
 def _now() -> str:

@@ -5,15 +5,23 @@ the failures Knot cannot make."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
+import dns.flags
+import dns.ipv6
+import dns.message
 import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import pytest
 
-from auditor.dnsfast import DnspythonTransport, MultiplexTransport, Transport
+from auditor.dnsfast import DnspythonTransport, MultiplexTransport, Transport, is_answer_to, query_wire
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from auditor.dnsresolve import Nameserver, Resolver
+from auditor.dnswire import FAST_TYPES, ReplySummary, decode_reply, summarize
 from tests.dnsdouble import DnsDouble
 from tests.dnsserver import KnotFactory, zone_text
 
@@ -147,3 +155,276 @@ def test_names_go_on_the_wire_as_dnspython_writes_them() -> None:
         name = dns.name.from_text(text)
         message = make_query(name, dns.rdatatype.TXT)
         assert query_wire(message.id, name, dns.rdatatype.TXT) == message.to_wire()
+
+
+# --- The wire decoder (auditor/dnswire.py) against dnspython's parse of the same bytes ---------
+
+def _reference(wire: bytes, name: dns.name.Name, rdtype: int) -> ReplySummary | None:
+    """What the dnspython path makes of a reply: its summary, or None if it is rejected."""
+    try:
+        reply = dns.message.from_wire(wire, raise_on_truncation=True)
+    except Exception:
+        return None
+    if not is_answer_to(reply, reply.id, name, dns.rdatatype.RdataType.make(rdtype)):
+        return None
+    return summarize(reply)
+
+
+def _check(wire: bytes, qname: str, rdtype: int | str, fast: bool | None = None) -> ReplySummary | None:
+    """The decoder either falls back (None) or says exactly what dnspython says."""
+    name = dns.name.from_text(qname)
+    rdtype = dns.rdatatype.RdataType.make(rdtype)
+    decoded = decode_reply(wire, name, rdtype)
+    if decoded is not None:
+        assert decoded == _reference(wire, name, rdtype), wire
+    if fast is not None:
+        assert (decoded is not None) is fast, (decoded, _reference(wire, name, rdtype))
+    return decoded
+
+
+def test_the_decoder_reads_every_reply_of_the_test_zones_as_dnspython(knot_factory: KnotFactory) -> None:
+    import socket
+
+    zones = _zones()
+    host, port = knot_factory(zones).address
+    decoded = fallback = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.connect((host, port))
+        for number, query in enumerate(_queries(zones)):
+            name = dns.name.from_text(query.name)
+            rdtype = dns.rdatatype.from_text(query.rdtype)
+            sock.send(query_wire(number, name, rdtype))
+            wire = sock.recv(65535)
+            truncated = bool(int.from_bytes(wire[2:4], "big") & dns.flags.TC)  # dnspython: Truncated
+            assert truncated or _reference(wire, name, rdtype) is not None  # a real answer
+            # Every A/AAAA/MX/TXT/CNAME/PTR reply Knot sends is decoded; NS/SOA questions, TC, and
+            # REFUSED (Knot adds an Extended DNS Error option to the OPT record) fall back.
+            refused = wire[3] & 0xF == dns.rcode.REFUSED
+            expected = rdtype in FAST_TYPES and not truncated and not refused
+            if _check(wire, query.name, rdtype, fast=expected) is None:
+                fallback += 1
+            else:
+                decoded += 1
+    print(f"{decoded} replies decoded, {fallback} left to dnspython")
+    assert decoded > 250 and fallback > 0
+
+
+def _response(qname: str, rdtype: str, *records: str, rcode: int = dns.rcode.NOERROR,
+              authority: tuple[str, ...] = (), origin: str = "example.test.") -> bytes:
+    """A reply built by dnspython (compressed names) from zone-file lines."""
+    query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
+    reply = dns.message.make_response(query)
+    reply.set_rcode(dns.rcode.Rcode.make(rcode))
+    for section, lines in ((reply.answer, records), (reply.authority, authority)):
+        for line in lines:
+            owner, ttl, rtype, rdata = line.split(None, 3)
+            rrset = reply.find_rrset(section, dns.name.from_text(owner, dns.name.from_text(origin)),
+                                     dns.rdataclass.IN, dns.rdatatype.from_text(rtype), create=True)
+            rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rtype, rdata, dns.name.from_text(origin),
+                                          relativize=False),
+                      int(ttl))
+    return reply.to_wire()
+
+
+def _raw_name(name: str) -> bytes:
+    return dns.name.from_text(name).to_wire()
+
+
+def _raw(qname: str, rdtype: int, records: list[tuple[bytes, int, int, int, bytes]], *,
+         flags: int = 0x8180, counts: tuple[int, int, int] | None = None, tail: bytes = b"",
+         opt: bool = True) -> bytes:
+    """A reply assembled byte by byte (no compression unless the caller writes pointers)."""
+    body = b"".join(owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+                    for owner, rtype, _, ttl, rdata in records)
+    ancount, nscount, arcount = counts or (len(records), 0, 0)
+    additional = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0) if opt else b""
+    return (struct.pack("!HHHHHH", 0x1234, flags, 1, ancount, nscount, arcount + opt)
+            + _raw_name(qname) + struct.pack("!HH", rdtype, 1) + body + additional + tail)
+
+
+SOA = "example.test. 300 SOA ns.example.test. admin.example.test. 1 7200 3600 1209600 300"
+
+
+def test_the_decoder_on_addresses_and_text() -> None:
+    for address in ("::ffff:192.0.2.1", "::ffff:0:1", "::", "::1", "2001:db8::1", "2001:db8:0:0:1:0:0:1",
+                    "2001:db8:1:2:3:4:5:6", "1::", "0:0:1::", "fe80::1:0:0:0", "::ffff:1.2.3.4",
+                    "::1.2.3.4", "64:ff9b::192.0.2.33", "2001:0:0:1::1"):
+        decoded = _check(_response("h.example.test.", "AAAA", f"h 60 AAAA {address}"),
+                         "h.example.test", "AAAA", fast=True)
+        assert decoded is not None and decoded.records == (dns.ipv6.inet_ntoa(dns.ipv6.inet_aton(address)),)
+    _check(_response("h.example.test.", "A", "h 60 A 192.0.2.1", "h 30 A 0.0.0.0", "h 90 A 255.255.255.255"),
+           "h.example.test", "A", fast=True)
+    texts = ['"plain"', '"with \\"quotes\\" and \\\\backslash\\\\"', '"\\000nul \\127del \\255ff \\031"',
+             '""', '"" "two" ""', '"tab\\009 and space" "semi;colon (paren) @$"', '"' + "x" * 255 + '"']
+    for text in texts:
+        decoded = _check(_response("t.example.test.", "TXT", f"t 60 TXT {text}"), "t.example.test", "TXT",
+                         fast=True)
+        assert decoded is not None and decoded.records == (dns.rdata.from_text("IN", "TXT", text).to_text(),)
+    _check(_response("t.example.test.", "TXT", *(f"t {i} TXT {text}" for i, text in enumerate(texts, 5))),
+           "t.example.test", "TXT", fast=True)
+    _check(_response("m.example.test.", "MX", "m 60 MX 0 .", "m 60 MX 10 mx.example.test.",
+                     "m 60 MX 65535 mx.other.test."), "m.example.test", "MX", fast=True)
+    _check(_response("4.3.2.1.in-addr.arpa.", "PTR", "4.3.2.1.in-addr.arpa. 60 PTR host.example.test."),
+           "4.3.2.1.in-addr.arpa", "PTR", fast=True)
+
+
+def test_the_decoder_on_names_with_special_characters() -> None:
+    for label in ('a\\.b', '\\"q\\"', "\\(x\\)", "semi\\;", "at\\@", "dollar\\$", "back\\\\slash",
+                  "sp\\032ace", "nul\\000", "del\\127", "high\\255", "UPPER", "-_*"):
+        owner = f"{label}.example.test."
+        _check(_response(owner, "A", f"{owner} 60 A 192.0.2.1"), owner, "A", fast=True)
+        _check(_response("m.example.test.", "MX", f"m 60 MX 5 {owner}"), "m.example.test", "MX", fast=True)
+        decoded = _check(_response("c.example.test.", "A", f"c 60 CNAME {owner}", f"{owner} 60 A 192.0.2.1"),
+                         "c.example.test", "A", fast=True)
+        assert decoded is not None and decoded.records == ("192.0.2.1",)
+        _check(_response("c.example.test.", "CNAME", f"c 60 CNAME {owner}"), "c.example.test", "CNAME",
+               fast=True)
+    _check(_response("Mixed.Example.TEST.", "A", "Mixed.Example.TEST. 60 A 192.0.2.1"), "mixed.example.test",
+           "A", fast=True)
+
+
+def test_the_decoder_on_alias_chains() -> None:
+    for hops in range(1, 18):
+        chain = [f"c{i} 60 CNAME c{i + 1}" for i in range(hops)] + [f"c{hops} 30 A 192.0.2.{hops}"]
+        decoded = _check(_response("c0.example.test.", "A", *chain), "c0.example.test", "A",
+                         fast=hops < 16)  # 16 hops: dnspython's ChainTooLong, left to it
+        if hops < 16:
+            assert decoded is not None and len(decoded.cnames) == hops
+            assert decoded.canonical == f"c{hops}.example.test"
+        unchased = _check(_response("c0.example.test.", "A", *chain[:-1]), "c0.example.test", "A",
+                          fast=hops < 16)  # stopped at the alias: no SOA
+        assert hops >= 16 or (unchased is not None and unchased.records is None and not unchased.has_soa)
+        _check(_response("c0.example.test.", "A", *chain[:-1], authority=(SOA,)), "c0.example.test", "A",
+               fast=hops < 16)
+    _check(_response("a.example.test.", "A", "a 60 CNAME b", "b 60 CNAME a"), "a.example.test", "A",
+           fast=False)  # a loop: ChainTooLong
+    _check(_response("a.example.test.", "A", "a 60 CNAME a"), "a.example.test", "A", fast=False)
+    _check(_response("a.example.test.", "CNAME", "a 60 CNAME b", "b 60 CNAME c"), "a.example.test", "CNAME",
+           fast=True)
+
+
+def test_the_decoder_on_negative_and_odd_answers() -> None:
+    _check(_response("x.example.test.", "A", "other 60 A 192.0.2.1", "x 60 AAAA ::1"), "x.example.test",
+           "A", fast=True)
+    _check(_response("x.example.test.", "A", authority=(SOA,)), "x.example.test", "A", fast=True)
+    _check(_response("x.example.test.", "A"), "x.example.test", "A", fast=True)
+    for timers in ("7200 3600 1209600 2147483647", "7200 3600 1209600 2147483648", "4294967295 1 1 1"):
+        soa = SOA.rsplit(" ", 4)[0] + " " + timers
+        _check(_response("x.example.test.", "A", authority=(soa,)), "x.example.test", "A", fast=True)
+    for rcode in (dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL, dns.rcode.REFUSED):
+        _check(_response("x.example.test.", "A", authority=(SOA,), rcode=rcode), "x.example.test", "A",
+               fast=True)
+    _check(_response("x.example.test.", "A", "x 60 A 192.0.2.1", rcode=dns.rcode.NXDOMAIN),
+           "x.example.test", "A", fast=True)  # the answer is not read for NXDOMAIN
+    _check(_response("x.example.test.", "A", rcode=dns.rcode.NOTIMP), "x.example.test", "A", fast=False)
+    _check(_response("x.example.test.", "A", "x 60 A 192.0.2.1"), "y.example.test", "A", fast=False)
+    _check(_response("x.example.test.", "A", "x 60 A 192.0.2.1"), "x.example.test", "AAAA", fast=False)
+    _check(_response("x.example.test.", "NS", "x 60 NS ns.example.test."), "x.example.test", "NS",
+           fast=False)
+    # TTLs: the RRset's is the smallest of its records'; above 2^31 - 1 reads as 0.
+    owner = _raw_name("x.example.test.")
+    for ttls in ((60, 30, 90), (0x80000000, 5, 7), (7, 0xFFFFFFFF, 9)):
+        records = [(owner, 1, 1, ttl, bytes((192, 0, 2, i))) for i, ttl in enumerate(ttls)]
+        decoded = _check(_raw("x.example.test", 1, records), "x.example.test", "A", fast=True)
+        assert decoded is not None and decoded.ttl == min(0 if t > 0x7FFFFFFF else t for t in ttls)
+    # Duplicates and two CNAMEs for one owner are left to dnspython's set semantics.
+    duplicate = [(owner, 1, 1, 60, b"\xc0\x00\x02\x01")] * 2
+    _check(_raw("x.example.test", 1, duplicate), "x.example.test", "A", fast=False)
+    mx = [(owner, 15, 1, 60, b"\x00\x05" + _raw_name(n)) for n in ("MX.example.test.", "mx.example.test.")]
+    _check(_raw("x.example.test", 15, mx), "x.example.test", "MX", fast=False)
+    cnames = [(owner, 5, 1, 60, _raw_name(n)) for n in ("a.example.test.", "b.example.test.")]
+    _check(_raw("x.example.test", 1, cnames), "x.example.test", "A", fast=False)
+    # Empty TXT rdata, wrong address lengths, a name that overruns its rdata: dnspython rejects.
+    _check(_raw("x.example.test", 16, [(owner, 16, 1, 60, b"")]), "x.example.test", "TXT", fast=False)
+    _check(_raw("x.example.test", 16, [(owner, 16, 1, 60, b"\x00")]), "x.example.test", "TXT", fast=True)
+    _check(_raw("x.example.test", 16, [(owner, 16, 1, 60, b"\x05ab")]), "x.example.test", "TXT", fast=False)
+    _check(_raw("x.example.test", 1, [(owner, 1, 1, 60, b"\x01\x02\x03")]), "x.example.test", "A", fast=False)
+    _check(_raw("x.example.test", 28, [(owner, 28, 1, 60, b"\x00" * 15)]), "x.example.test", "AAAA",
+           fast=False)
+    _check(_raw("x.example.test", 5, [(owner, 5, 1, 60, _raw_name("a.test.") + b"\x00")]), "x.example.test",
+           "CNAME", fast=False)
+    # Header trouble: truncated, no question, trailing bytes, an EDNS option, a DNSSEC record, no QR.
+    a_record = [(owner, 1, 1, 60, b"\xc0\x00\x02\x01")]
+    _check(_raw("x.example.test", 1, a_record), "x.example.test", "A", fast=True)
+    _check(_raw("x.example.test", 1, a_record, flags=0x8380), "x.example.test", "A", fast=False)
+    _check(_raw("x.example.test", 1, a_record, flags=0x0180), "x.example.test", "A", fast=False)
+    _check(_raw("x.example.test", 1, a_record, tail=b"\x00"), "x.example.test", "A", fast=False)
+    _check(_raw("x.example.test", 1, a_record, opt=False), "x.example.test", "A", fast=True)
+    with_option = _raw("x.example.test", 1, a_record, opt=False, counts=(1, 0, 1),
+                       tail=b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 4) + b"\x00\x03\x00\x00")
+    _check(with_option, "x.example.test", "A", fast=False)
+    rrsig = [*a_record, (owner, 46, 1, 60, b"\x00" * 18 + b"\x00" + b"\x01")]
+    _check(_raw("x.example.test", 1, rrsig), "x.example.test", "A", fast=False)
+
+
+def test_the_decoder_on_compression_pointers() -> None:
+    question = _raw_name("x.example.test.")  # at offset 12
+    header = struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0)
+    typeclass = struct.pack("!HH", 1, 1)
+
+    def reply(owner: bytes, rtype: int = 1, rdata: bytes = b"\xc0\x00\x02\x01", qtype: int = 1) -> bytes:
+        return (header + question + struct.pack("!HH", qtype, 1) + owner
+                + struct.pack("!HHIH", rtype, 1, 60, len(rdata)) + rdata)
+
+    assert len(header + question + typeclass) == 12 + 16 + 4
+    _check(reply(b"\xc0\x0c"), "x.example.test", "A", fast=True)  # to the question name
+    _check(reply(b"\x01y\xc0\x0e"), "x.example.test", "A", fast=True)  # y. + example.test.
+    _check(reply(b"\x01x\xc0\x10"), "x.example.test", "A", fast=False)  # into a label: 0x61 type
+    _check(reply(b"\xc0\x20"), "x.example.test", "A", fast=False)  # forward / self pointer
+    _check(reply(b"\xc0\x0c", 5, b"\x01z\xc0\x0e", 5), "x.example.test", "CNAME", fast=True)
+    _check(reply(b"\xc0\x0c", 5, b"\xc0\x30", 5), "x.example.test", "CNAME", fast=False)  # into itself
+    _check(reply(b"\xc0\x0c", 15, b"\x00\x0a\xc0\x0c", 15), "x.example.test", "MX", fast=True)
+    # A pointer to a pointer to the question (two hops), and a loop of pointers.
+    chained = (header + question + struct.pack("!HH", 5, 1) + b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, 2)
+               + b"\xc0\x20")
+    _check(chained, "x.example.test", "CNAME", fast=True)
+    looped = header + b"\xc0\x0c" + typeclass
+    _check(looped, "x.example.test", "A", fast=False)
+    # Label types 0x40 and 0x80, and a name longer than 255 bytes.
+    _check(reply(b"\x40"), "x.example.test", "A", fast=False)
+    _check(reply(b"\x80"), "x.example.test", "A", fast=False)
+    long = b"".join(b"\x3f" + b"a" * 63 for _ in range(4)) + b"\xc0\x0c"
+    _check(reply(long), "x.example.test", "A", fast=False)
+
+
+def test_the_decoder_on_mangled_replies() -> None:
+    """Random truncations and byte changes of valid replies: falling back or agreeing, never differing."""
+    import random
+
+    randomness = random.Random(20240601)
+    samples = [
+        ("c0.example.test", "A", _response("c0.example.test.", "A", "c0 60 CNAME c1", "c1 60 CNAME c2",
+                                           "c2 30 A 192.0.2.1", authority=(SOA,))),
+        ("t.example.test", "TXT", _response("t.example.test.", "TXT", 't 60 TXT "a\\"b" "\\255"',
+                                            't 60 TXT "second"')),
+        ("m.example.test", "MX", _response("m.example.test.", "MX", "m 60 MX 10 mx.example.test.",
+                                           "m 60 MX 20 m.example.test.")),
+        ("h.example.test", "AAAA", _response("h.example.test.", "AAAA", "h 60 AAAA ::ffff:192.0.2.1")),
+        ("x.example.test", "A", _response("x.example.test.", "A", authority=(SOA,),
+                                          rcode=dns.rcode.NXDOMAIN)),
+    ]
+    agreed = 0
+    for qname, rdtype, wire in samples:
+        for _ in range(3000):
+            mangled = bytearray(wire)
+            for _ in range(randomness.randint(1, 3)):
+                choice = randomness.random()
+                if choice < 0.7 and mangled:
+                    mangled[randomness.randrange(len(mangled))] = randomness.randrange(256)
+                elif choice < 0.85 and mangled:
+                    del mangled[randomness.randrange(len(mangled)):]
+                else:
+                    mangled.insert(randomness.randrange(len(mangled) + 1), randomness.randrange(256))
+            agreed += _check(bytes(mangled), qname, rdtype) is not None
+    assert agreed > 1000
+
+
+def test_the_resolver_answers_the_same_with_and_without_the_decoder(knot_factory: KnotFactory) -> None:
+    zones = _zones()
+    host, port = knot_factory(zones).address
+    queries = _queries(zones)
+    reference = asyncio.run(_ask_all(_resolver(host, port, MultiplexTransport(fast_decode=False)), queries))
+    fast = asyncio.run(_ask_all(_resolver(host, port, MultiplexTransport()), queries))
+    assert [_fields(a) for a in fast] == [_fields(a) for a in reference]
+    assert [a.rcode for a in fast] == [a.rcode for a in reference]
