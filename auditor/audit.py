@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
-from .context import AuditContext
+from .context import AuditContext, AuditSettings
 from .engine import Finding, PluginProblem, Registry, Severity, Status, run_checks
 from .gateways import GatewayContext, GatewayProfile, builtin_profiles, resolve_gateway
 from .snapshot import Snapshot
@@ -132,6 +132,7 @@ def run_audit(
     user_profile: GatewayProfile | None = None,
     profiles: tuple[GatewayProfile, ...] | None = None,
     debug: bool = False,
+    settings: AuditSettings | None = None,
 ) -> Report:
     """Resolve the gateway, run every registered check, and collect the report."""
     known = profiles if profiles is not None else builtin_profiles()
@@ -139,6 +140,7 @@ def run_audit(
         evidence=snapshot.evidence,
         gateway=resolve_gateway(snapshot.evidence, known, forced=gateway, user_profile=user_profile),
         as_of=snapshot.created_at,
+        settings=settings or AuditSettings(),
     )
     findings = run_checks(registry.checks, context, debug=debug)
     return Report(

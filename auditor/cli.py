@@ -12,7 +12,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +21,7 @@ import click
 from . import __version__
 from .audit import Report, run_audit
 from .bulk import bulk_json, read_domains, run_bulk
+from .context import AuditSettings
 from .dnscollect import collect_with_policies
 from .dnsresolve import Nameserver, Resolver, system_nameservers
 from .engine import Registry, Severity, discover
@@ -158,12 +159,15 @@ def cli() -> None:
               help="Exit 2 when any check could not be evaluated.")
 @click.option("--max-file-size", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES,
               show_default=True, help="Largest evidence file read, in bytes.")
+@click.option("--changed-within", type=click.IntRange(min=1), default=30, show_default=True,
+              metavar="DAYS", help="List connectors and rules changed within this many days "
+              "of the evidence's collection time for review (CONN-007).")
 @dns_options
 @click.option("--debug", is_flag=True, help="Re-raise a crashing check instead of reporting it.")
 def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | None,
           formats: str | None, out: Path | None, fail_on: str, fail_on_incomplete: bool,
-          max_file_size: int, no_dns: bool, nameservers: tuple[str, ...], domains: tuple[str, ...],
-          dns_timeout: float, debug: bool) -> None:
+          max_file_size: int, changed_within: int, no_dns: bool, nameservers: tuple[str, ...],
+          domains: tuple[str, ...], dns_timeout: float, debug: bool) -> None:
     """Audit SOURCE: an export folder or a snapshot (folder or .zip)."""
     threshold = _severity(fail_on)
     chosen = _formats(formats)
@@ -175,8 +179,9 @@ def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | No
     user_profile = load_profile_file(gateway_file) if gateway_file else None
     snapshot = _dns(snapshot, no_dns=no_dns, nameservers=nameservers, domains=domains,
                     timeout=dns_timeout)
+    settings = AuditSettings(changed_within=timedelta(days=changed_within))
     report = run_audit(snapshot, _registry(), gateway=gateway, user_profile=user_profile,
-                       debug=debug)
+                       debug=debug, settings=settings)
     _emit(report, chosen, out, explicit=formats is not None)
     if threshold is not None and report.worst(threshold):
         sys.exit(EXIT_FINDINGS)

@@ -7,8 +7,8 @@ snapshot audited today gives the same result it gave the day it was taken.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TypeVar, cast
 
 from . import models
@@ -23,10 +23,18 @@ M = TypeVar("M", bound=ExoObject)
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The user's judgement calls that checks apply (CLI options); defaults suit most tenants."""
+
+    changed_within: timedelta = timedelta(days=30)  # CONN-007: what counts as a recent change
+
+
+@dataclass(frozen=True)
 class AuditContext:
     evidence: EvidenceStore
     gateway: GatewayContext
     as_of: datetime
+    settings: AuditSettings = field(default_factory=AuditSettings)
 
 
 class CheckContext:
@@ -49,6 +57,10 @@ class CheckContext:
     @property
     def as_of(self) -> datetime:
         return self._audit.as_of
+
+    @property
+    def settings(self) -> AuditSettings:
+        return self._audit.settings
 
     def objects(self, key: str, model: type[M]) -> tuple[M, ...]:
         if key not in self._allowed:

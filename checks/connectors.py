@@ -200,3 +200,9 @@ def gateway_connector_enabled(ctx: CheckContext) -> Iterator[Result]:
                      f"no inbound connector names {ctx.gateway.names}'s addresses or certificate, "
                      "so none is disabled; CONN-001 reports whether inbound mail is locked down",
                      key="none", summary=True)
+
+
+CHECKS = (
+    inbound_lockdown,
+    gateway_connector_enabled,
+)

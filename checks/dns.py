@@ -665,3 +665,14 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
         else:
             yield result(Status.PASS, resource, f"SPF authorises {ctx.gateway.names}, the outbound path",
                          _spf_ref(dd), key=name)
+
+
+CHECKS = (
+    mx_around_gateway,
+    mx_usable,
+    spf_valid,
+    spf_too_permissive,
+    spf_matches_outbound,
+    dmarc_policy,
+    mta_sts,
+)

@@ -90,3 +90,8 @@ def reject_direct_send(ctx: CheckContext) -> Iterator[Result]:
                  f"{', '.join(uncovered)}: anyone can send mail as these domains straight to "
                  "Exchange Online, around the gateway", org.ref("RejectDirectSend"), key="org",
                  fix="Set-OrganizationConfig -RejectDirectSend $true")
+
+
+CHECKS = (
+    reject_direct_send,
+)

@@ -115,3 +115,8 @@ def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
         yield result(Status.NOT_EVALUATED, "connection filter policies",
                      "not evaluated: the export holds no connection filter policy (every tenant "
                      "has a Default one, so the export is incomplete)", key="none")
+
+
+CHECKS = (
+    connection_filter_allow_list,
+)

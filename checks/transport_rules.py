@@ -222,3 +222,9 @@ def external_copy_rules(ctx: CheckContext) -> Iterator[Result]:
         yield result(Status.PASS, "transport rules",
                      f"none of the {len(ctx.transport_rules)} transport rules redirects, copies "
                      "or adds recipients", key="none", summary=True)
+
+
+CHECKS = (
+    scl_bypass_rules,
+    external_copy_rules,
+)
