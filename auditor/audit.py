@@ -121,6 +121,8 @@ def finding_json(finding: Finding, meta: Any) -> dict[str, Any]:
                       "scuba": list(meta.mappings.scuba)} if meta else {}),
         "fingerprint": finding.fingerprint,
         "fix": finding.fix or None,
+        "related": list(finding.related),
+        "verdict": finding.verdict or None,
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import models
 from .dnsevidence import DNS_KEY, DomainDns
@@ -18,6 +18,9 @@ from .errors import UndeclaredEvidenceError
 from .evidence import EvidenceStore
 from .gateways import GatewayContext
 from .models import ExoObject
+
+if TYPE_CHECKING:
+    from .engine import Finding
 
 M = TypeVar("M", bound=ExoObject)
 
@@ -40,9 +43,27 @@ class AuditContext:
 class CheckContext:
     """A read-only view limited to the evidence a check listed in ``requires``."""
 
-    def __init__(self, audit: AuditContext, requires: Iterable[str], uses: Iterable[str] = ()) -> None:
+    def __init__(self, audit: AuditContext, requires: Iterable[str], uses: Iterable[str] = (), *,
+                 findings: tuple[Finding, ...] = (), derives_from: Iterable[str] = (),
+                 ran: frozenset[str] = frozenset()) -> None:
         self._audit = audit
         self._allowed = frozenset(requires) | frozenset(uses)
+        self._findings = findings
+        self._sources = frozenset(derives_from)
+        self._ran = ran
+
+    def findings(self, check_id: str) -> tuple[Finding, ...]:
+        """A verdict check's view of the findings of a check it derives from."""
+        if check_id not in self._sources:
+            raise UndeclaredEvidenceError(f"the check read {check_id}'s findings without "
+                                          "declaring it in derives_from")
+        return tuple(f for f in self._findings if f.check_id == check_id)
+
+    def ran(self, check_id: str) -> bool:
+        """Whether a check this one derives from was registered and run in this audit."""
+        if check_id not in self._sources:
+            raise UndeclaredEvidenceError(f"{check_id} is not in derives_from")
+        return check_id in self._ran
 
     def available(self, key: str) -> bool:
         """Whether declared evidence (required or optional) is usable in this snapshot."""

@@ -100,6 +100,8 @@ class CheckMeta:
     references: tuple[Reference, ...] = ()
     mappings: Mappings = field(default_factory=Mappings)
     needs_gateway: bool = False  # not evaluated when no gateway is known
+    # A verdict check: runs after all others and reads the findings of these checks.
+    derives_from: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,7 @@ class CheckMeta:
             "requires": list(self.requires),
             "uses": list(self.uses),
             "needs_gateway": self.needs_gateway,
+            "derives_from": list(self.derives_from),
             "mappings": {
                 "attack": list(self.mappings.attack),
                 "cis": list(self.mappings.cis),
@@ -132,12 +135,15 @@ class Result:
     key: str = ""  # distinguishes several results about one resource (for the fingerprint)
     summary: bool = False  # "nothing found among all objects": only true if all were read
     fix: str = ""  # the PowerShell that fixes this very finding (names quoted with ps_literal)
+    related: tuple[str, ...] = ()  # fingerprints of the findings behind a verdict
+    verdict: str = ""  # a verdict check's one-phrase outcome (e.g. "bypassable")
 
 
 def result(status: Status, resource: str, message: str, *evidence: EvidenceRef,
            severity: Severity | None = None, key: str = "", summary: bool = False,
-           fix: str = "") -> Result:
-    return Result(status, resource, message, tuple(evidence), severity, key, summary, fix)
+           fix: str = "", related: tuple[str, ...] = (), verdict: str = "") -> Result:
+    return Result(status, resource, message, tuple(evidence), severity, key, summary, fix, related,
+                  verdict)
 
 
 _PS_QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -178,6 +184,7 @@ def check(
     references: tuple[Reference, ...] = (),
     mappings: Mappings | None = None,
     needs_gateway: bool = False,
+    derives_from: tuple[str, ...] = (),
 ) -> Callable[[CheckFunc], Check]:
     """Declare a check: the function and its metadata, side by side."""
 
@@ -185,7 +192,8 @@ def check(
         meta = CheckMeta(id=id, title=title, severity=severity, rationale=rationale,
                          remediation=remediation, requires=requires, uses=uses,
                          references=references,
-                         mappings=mappings or Mappings(), needs_gateway=needs_gateway)
+                         mappings=mappings or Mappings(), needs_gateway=needs_gateway,
+                         derives_from=derives_from)
         return Check(meta=meta, func=func, origin=func.__module__)
 
     return wrap
@@ -209,6 +217,9 @@ def validate(check_obj: Check) -> None:
     unknown = [key for key in meta.requires + meta.uses if key not in EVIDENCE_KEYS]
     if unknown:
         problems.append(f"requires unknown evidence {unknown}")
+    bad_sources = [i for i in meta.derives_from if not CHECK_ID.match(i) or i == meta.id]
+    if bad_sources:
+        problems.append(f"derives_from names {bad_sources}, not other check ids")
     if problems:
         raise CheckDefinitionError(f"check {meta.id!r} ({check_obj.origin}): " + "; ".join(problems))
 
@@ -287,6 +298,8 @@ class Finding:
     evidence: tuple[EvidenceRef, ...]
     fingerprint: str
     fix: str = ""
+    related: tuple[str, ...] = ()
+    verdict: str = ""
 
 
 def fingerprint(check_id: str, resource: str, key: str) -> str:
@@ -305,6 +318,8 @@ def _finding(meta: CheckMeta, res: Result) -> Finding:
         evidence=res.evidence,
         fingerprint=fingerprint(meta.id, res.resource, res.key),
         fix=res.fix,
+        related=res.related,
+        verdict=res.verdict,
     )
 
 
@@ -370,8 +385,12 @@ def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     return results
 
 
-def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
-    """Run one check in isolation and return its findings (never raises unless ``debug``)."""
+def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
+              earlier: tuple[Finding, ...] = (), ran: frozenset[str] = frozenset()) -> list[Finding]:
+    """Run one check in isolation and return its findings (never raises unless ``debug``).
+
+    A verdict check (``derives_from``) also sees the ``earlier`` findings of the checks it names
+    and which checks ``ran``."""
     from .context import CheckContext
 
     meta = chk.meta
@@ -385,7 +404,9 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False) -> list[Fin
         if hints:
             message += f" (hints: {hints})"
         return [_finding(meta, Result(Status.NOT_EVALUATED, "gateway", message, key="gateway"))]
-    view = CheckContext(ctx, meta.requires, meta.uses)
+    view = CheckContext(ctx, meta.requires, meta.uses,
+                        findings=tuple(f for f in earlier if f.check_id in meta.derives_from),
+                        derives_from=meta.derives_from, ran=ran)
     try:
         results = list(chk.func(view))
         if not results:
@@ -406,7 +427,13 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False) -> list[Fin
 
 
 def run_checks(checks: Iterable[Check], ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
+    """Run every check; verdict checks run last, over the findings of the others."""
+    ordered = sorted(checks, key=lambda c: bool(c.meta.derives_from))
     findings: list[Finding] = []
-    for chk in checks:
-        findings.extend(run_check(chk, ctx, debug=debug))
+    plain = frozenset(c.id for c in ordered if not c.meta.derives_from)
+    for chk in ordered:
+        if chk.meta.derives_from:
+            findings.extend(run_check(chk, ctx, debug=debug, earlier=tuple(findings), ran=plain))
+        else:
+            findings.extend(run_check(chk, ctx, debug=debug))
     return findings

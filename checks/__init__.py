@@ -3,7 +3,7 @@
 Each module lists its checks in ``CHECKS``; this tuple is their union, in catalog order.
 """
 
-from . import connectors, dns, mailboxes, organization, policies, transport_rules
+from . import connectors, dns, gateway, mailboxes, organization, policies, transport_rules
 
 BUILTIN_CHECKS = (
     *connectors.CHECKS,
@@ -12,4 +12,5 @@ BUILTIN_CHECKS = (
     *mailboxes.CHECKS,
     *organization.CHECKS,
     *dns.CHECKS,
+    *gateway.CHECKS,
 )

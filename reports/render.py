@@ -21,6 +21,7 @@ FORMATS = ("html", "md", "json")
 EXTENSIONS = {"html": "html", "md": "md", "json": "json"}
 _STATUS_ORDER = {"fail": 0, "warn": 1, "error": 2, "not_evaluated": 3, "pass": 4}
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+_VERDICT_ORDER = {"not routed through the gateway": 0, "bypassable": 1, "cannot tell": 2, "protected": 3}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()!|~])")
 
 
@@ -87,8 +88,12 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         key=lambda f: (_STATUS_ORDER.get(f["status"], 9), _SEVERITY_ORDER.get(f["severity"], 9),
                        f["check_id"], f["resource"]),
     )
+    verdicts = sorted((f for f in findings if f.get("verdict") and f["check_id"] == "GW-001"),
+                      key=lambda f: (_VERDICT_ORDER.get(f["verdict"], 9), f["resource"]))
     return {
         "report": report,
+        "verdicts": verdicts,
+        "by_fingerprint": {f["fingerprint"]: f for f in findings},
         "problems_found": [f for f in findings if f["status"] in ("fail", "warn")],
         "incomplete": [f for f in findings if f["status"] in ("error", "not_evaluated")],
         "passed": [f for f in findings if f["status"] == "pass"],

@@ -20,6 +20,7 @@ from auditor.engine import (
     check,
     discover,
     run_check,
+    run_checks,
 )
 from auditor.evidence import CATALOG, EVIDENCE_KEYS, Collection, EvidenceStore, State
 from auditor.gateways import builtin_profiles, resolve_gateway
@@ -199,3 +200,50 @@ def test_ps_literal_doubles_every_kind_of_single_quote() -> None:
     from auditor.engine import ps_literal
 
     assert ps_literal("O'Brien \u2018x\u2019 $env:PATH") == "'O''Brien \u2018\u2018x\u2019\u2019 $env:PATH'"
+
+
+def _verdict_check(sources: tuple[str, ...], reads: str) -> Check:
+    def verdict(ctx: CheckContext) -> Iterator[Result]:
+        found = ctx.findings(reads)
+        yield Result(Status.PASS, "tenant", f"{len(found)} finding(s); ran={ctx.ran(reads)}",
+                     related=tuple(f.fingerprint for f in found), verdict="seen")
+
+    return check(id="TEST-009", title="t", severity=Severity.LOW, rationale="r",
+                 remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                 derives_from=sources)(verdict)
+
+
+def _rules_store() -> EvidenceStore:
+    return _ok_store(**{"Get-TransportRule": Collection(key="Get-TransportRule", state=State.OK)})
+
+
+def test_a_verdict_check_runs_after_the_checks_it_derives_from_whatever_their_order() -> None:
+    def plain(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.FAIL, "rule x", "bad", key="x")
+
+    source = _check(plain, check_id="TEST-001")
+    findings = run_checks([_verdict_check(("TEST-001",), "TEST-001"), source],
+                          _context(_rules_store()))
+    assert [f.check_id for f in findings] == ["TEST-001", "TEST-009"]
+    assert findings[1].message == "1 finding(s); ran=True"
+    assert findings[1].related == (findings[0].fingerprint,) and findings[1].verdict == "seen"
+
+
+def test_a_verdict_check_knows_which_sources_did_not_run() -> None:
+    findings = run_checks([_verdict_check(("TEST-001",), "TEST-001")], _context(_rules_store()))
+    assert findings[0].message == "0 finding(s); ran=False"
+
+
+def test_a_verdict_check_cannot_read_findings_it_did_not_declare() -> None:
+    findings = run_checks([_verdict_check(("TEST-002",), "TEST-001")], _context(_rules_store()))
+    assert findings[0].status is Status.ERROR
+    assert "without declaring it in derives_from" in findings[0].message
+
+
+def test_a_check_cannot_derive_from_itself_or_from_a_non_id() -> None:
+    registry = discover([_entry_point("bad", "tests.auditor.test_engine:SELF_DERIVED")])
+    assert registry.checks == ()
+    assert "derives_from names ['TEST-009', 'not an id']" in registry.problems[0].message
+
+
+SELF_DERIVED = _verdict_check(("TEST-009", "not an id"), "TEST-009")

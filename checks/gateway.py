@@ -1,0 +1,240 @@
+"""Cross-cutting: one verdict per accepted domain, built from the other checks' findings.
+
+A consultant's client asks one question per domain: does its mail go through the gateway, and
+can anyone get around it? GW-001 answers it from the MX records, the inbound lockdown, Direct
+Send and the rules that weaken filtering, and links each verdict to the findings behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from auditor.context import CheckContext
+from auditor.dnsevidence import DNS_KEY
+from auditor.dnsmodel import DnsQuery, DnsStatus
+from auditor.engine import (
+    Finding,
+    Mappings,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    result,
+)
+from auditor.models import AcceptedDomain, EvidenceRef
+
+from .connectors import MS_THIRD_PARTY
+
+PROTECTED, BYPASSABLE, NOT_ROUTED, UNKNOWN = (
+    "protected", "bypassable", "not routed through the gateway", "cannot tell")
+
+# Findings about one domain that say whether outside mail can reach it around the gateway.
+DOMAIN_ROUTE = {"CONN-001": "accepted domain {}", "DNS-001": "domain {}"}
+# Tenant-wide findings about the same: any one of them applies to every domain.
+TENANT_ROUTE = ("ORG-001", "CONN-002", "CONN-003", "CONN-004", "RULE-005")
+# Tenant-wide findings that weaken Exchange Online's own filtering: a caveat for a protected
+# domain, and what makes an open route worse (mail taking it is not filtered at all).
+FILTERING = ("RULE-001", "RULE-003", "RULE-004", "POL-001", "POL-002", "POL-003", "POL-004",
+             "CONN-005")
+# Weakens only the filtering of mail that came through the gateway, not of mail sent around it.
+GATEWAY_PATH_ONLY = ("CONN-005",)
+# Whether spoofing the domain itself is refused where the route is open.
+DMARC = "DNS-006"
+
+
+@dataclass
+class _Judgement:
+    """What the findings say about one domain."""
+
+    route_open: list[Finding] = field(default_factory=list)
+    caveats: list[Finding] = field(default_factory=list)
+    weakening: list[Finding] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    @property
+    def related(self) -> tuple[str, ...]:
+        seen = dict.fromkeys(f.fingerprint for f in self.route_open + self.caveats + self.weakening)
+        return tuple(seen)
+
+
+def _label(finding: Finding) -> str:
+    return f"{finding.check_id} ({finding.resource})"
+
+
+def _labels(findings: Iterable[Finding]) -> str:
+    return "; ".join(_label(f) for f in findings)
+
+
+def _worst(findings: list[Finding], floor: Severity) -> Severity:
+    return max((floor, *(f.severity for f in findings)), key=lambda s: s.rank)
+
+
+def _sort(finding: Finding, judgement: _Judgement, route: bool) -> None:
+    if finding.status is Status.FAIL:
+        (judgement.route_open if route else judgement.weakening).append(finding)
+    elif finding.status is Status.WARN:
+        judgement.caveats.append(finding)
+    elif finding.status.is_incomplete and route:
+        judgement.unknown.append(f"{finding.check_id} could not judge {finding.resource} "
+                                 f"({finding.status.value})")
+
+
+def _judge(ctx: CheckContext, name: str) -> _Judgement:
+    judgement = _Judgement()
+    for check_id, pattern in DOMAIN_ROUTE.items():
+        if check_id == "DNS-001" and name.endswith(".onmicrosoft.com"):
+            continue  # Microsoft's zone: its MX is Exchange Online by design (judged below)
+        if not ctx.ran(check_id):
+            judgement.unknown.append(f"{check_id} is not part of this audit")
+            continue
+        found = ctx.findings(check_id)
+        mine = [f for f in found if f.resource == pattern.format(name)]
+        if not mine:
+            blocked = [f.message for f in found if f.status.is_incomplete]
+            judgement.unknown.append(f"{check_id} {blocked[0]}" if blocked
+                                     else f"{check_id} reported nothing for {name}")
+        for finding in mine:
+            _sort(finding, judgement, route=True)
+    for check_id in TENANT_ROUTE:
+        for finding in ctx.findings(check_id):
+            _sort(finding, judgement, route=True)
+    for check_id in FILTERING:
+        for finding in ctx.findings(check_id):
+            if finding.status is Status.FAIL:
+                judgement.weakening.append(finding)
+    return judgement
+
+
+def _mx_route(ctx: CheckContext, name: str) -> tuple[str, EvidenceRef | None]:
+    """'gateway', 'around' (no MX host is the gateway's), 'none' (no MX, null MX) or why unknown."""
+    dd = ctx.dns(name)
+    if dd is None:
+        return "no DNS answers were recorded for it", None
+    query = DnsQuery.of(name, "MX")
+    mx = dd.lookup(query)
+    if mx.status.temporary:
+        return f"its MX lookup failed ({mx.detail or mx.status.value})", dd.ref(query)
+    hosts = [host for _, host in mx.mx()] if mx.status is DnsStatus.OK else []
+    if not [h for h in hosts if h]:
+        return "none", dd.ref(query)
+    if any(p.matches_mx(h) for h in hosts for p in ctx.gateway.active):
+        return "gateway", dd.ref(query)
+    return "around", dd.ref(query)
+
+
+def _dmarc_note(ctx: CheckContext, name: str) -> str:
+    if name.endswith(".onmicrosoft.com"):
+        return ""
+    found = [f for f in ctx.findings(DMARC) if f.resource == f"domain {name}"]
+    if any(f.status is Status.PASS for f in found):
+        return (f" Mail that spoofs {name} itself on this route is still refused by its DMARC "
+                "policy; mail from any other sender is not.")
+    if any(f.status.is_finding for f in found):
+        return f" {name}'s DMARC policy does not refuse spoofed mail either ({DMARC})."
+    return ""
+
+
+@check(
+    id="GW-001",
+    title="Per-domain verdict: is the domain's mail protected by the gateway?",
+    severity=Severity.HIGH,
+    rationale=(
+        "The other checks each examine one object; whether a domain is actually protected "
+        "depends on all of them together. Its MX must send the Internet's mail to the gateway, "
+        "Exchange Online must refuse mail that did not come through the gateway (a Partner "
+        "connector lock, or at least an enforcing rule and Direct Send rejected), and nothing "
+        "may reopen the route. A domain whose route is closed but whose Exchange Online "
+        "filtering is weakened is protected by the gateway alone; one whose route is open is "
+        "bypassable, and worse when the filtering behind it is weakened too."
+    ),
+    remediation=Remediation(
+        "Fix the findings listed with each verdict, starting with those that open the route "
+        "(CONN-001, DNS-001, ORG-001, RULE-005).",
+        "# see the remediation of each linked finding",
+    ),
+    requires=("Get-AcceptedDomain",),
+    uses=(DNS_KEY,),
+    references=(MS_THIRD_PARTY,),
+    mappings=Mappings(attack=("T1566", "T1685", "T1562.001")),
+    needs_gateway=True,
+    derives_from=(*DOMAIN_ROUTE, *TENANT_ROUTE, *FILTERING, DMARC),
+)
+def domain_verdicts(ctx: CheckContext) -> Iterator[Result]:
+    domains = ctx.objects("Get-AcceptedDomain", AcceptedDomain)
+    dns_known = ctx.available(DNS_KEY)
+    for domain in domains:
+        name = (domain.DomainName or "").lower().rstrip(".")
+        if not name:
+            continue
+        yield _verdict(ctx, domain, name, dns_known)
+    if not domains:
+        yield result(Status.NOT_EVALUATED, "accepted domains",
+                     "not evaluated: the export holds no accepted domain (every tenant has at "
+                     "least its onmicrosoft.com domain, so the export is incomplete)", key="none")
+
+
+def _verdict(ctx: CheckContext, domain: AcceptedDomain, name: str, dns_known: bool) -> Result:
+    resource = f"accepted domain {name}"
+    if domain.OutboundOnly:
+        return result(Status.PASS, resource, "receives no mail from outside (outbound only)",
+                      domain.ref("OutboundOnly"), key=name, verdict=PROTECTED)
+    judgement = _judge(ctx, name)
+    if name.endswith(".onmicrosoft.com"):
+        route, mx_ref = "exchange-online", None
+    elif dns_known:
+        route, mx_ref = _mx_route(ctx, name)
+    else:
+        route, mx_ref = "DNS was not collected", None
+    evidence = [domain.ref("DomainName")] + ([mx_ref] if mx_ref else [])
+    related = judgement.related
+    weakened = ""
+    if judgement.weakening:
+        weakened = (f" Exchange Online's own filtering is weakened too: "
+                    f"{_labels(judgement.weakening)}.")
+    if route == "around":
+        still_open = [f for f in judgement.route_open if f.check_id != "DNS-001"]
+        lock = ("and outside mail around it is still accepted: " + _labels(still_open)
+                if still_open else
+                "and Exchange Online refuses mail that does not come through the gateway, so "
+                "mail sent to these MX hosts is refused: the domain's mail flow is broken, or "
+                "it receives none")
+        return result(Status.FAIL, resource, f"{NOT_ROUTED}: no MX host of {name} is "
+                      f"{ctx.gateway.names}'s, {lock}.{weakened if still_open else ''}",
+                      *evidence, severity=Severity.CRITICAL if still_open else Severity.MEDIUM,
+                      key=name, related=related, verdict=NOT_ROUTED)
+    if judgement.route_open:
+        unfiltered = [f for f in judgement.weakening if f.check_id not in GATEWAY_PATH_ONLY]
+        severity = Severity.CRITICAL if unfiltered else _worst(judgement.route_open, Severity.HIGH)
+        return result(Status.FAIL, resource,
+                      f"{BYPASSABLE}: outside mail can reach {name}'s mailboxes without the "
+                      f"gateway: {_labels(judgement.route_open)}.{weakened}"
+                      f"{_dmarc_note(ctx, name)}", *evidence,
+                      severity=severity, key=name, related=related, verdict=BYPASSABLE)
+    unknown = list(judgement.unknown)
+    if route not in ("gateway", "none", "exchange-online"):
+        unknown.append(f"its MX could not be judged: {route}")
+    if unknown:
+        return result(Status.NOT_EVALUATED, resource,
+                      f"not evaluated: {UNKNOWN} whether {name} is protected: " + "; ".join(unknown),
+                      *evidence, key=name, related=related, verdict=UNKNOWN)
+    where = {"gateway": f"its MX sends mail to {ctx.gateway.names}",
+             "none": "it publishes no MX (no mail expected)",
+             "exchange-online": "its mail always goes to Exchange Online directly (a Microsoft "
+                                "domain, whatever the custom domains' MX says)"}[route]
+    if judgement.caveats or judgement.weakening:
+        notes = f" Caveats: {_labels(judgement.caveats)}." if judgement.caveats else ""
+        return result(Status.WARN, resource,
+                      f"{PROTECTED}, with reservations: {where}, and Exchange Online refuses mail "
+                      f"that does not come through the gateway.{notes}{weakened}", *evidence,
+                      severity=Severity.MEDIUM if judgement.weakening
+                      else min(_worst(judgement.caveats, Severity.LOW), Severity.MEDIUM,
+                               key=lambda s: s.rank),
+                      key=name, related=related, verdict=PROTECTED)
+    return result(Status.PASS, resource,
+                  f"{PROTECTED}: {where}, and Exchange Online refuses mail that does not come "
+                  "through the gateway", *evidence, key=name, related=related, verdict=PROTECTED)
+
+
+CHECKS = (domain_verdicts,)
