@@ -359,11 +359,16 @@ def checks() -> None:
 
 
 @checks.command("list")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text",
+              show_default=True, help="md prints the catalog as docs/checks.md holds it.")
 def checks_list(fmt: str) -> None:
     """Every registered check with its metadata."""
     registry = _registry()
+    if fmt == "md":
+        from reports.render import render_catalog
+
+        click.echo(render_catalog([c.meta.to_json() for c in registry.checks]), nl=False)
+        return
     if fmt == "json":
         data: dict[str, Any] = {
             "checks": [c.meta.to_json() for c in registry.checks],
@@ -391,6 +396,10 @@ def checks_explain(check_id: str) -> None:
     click.echo("requires: " + ", ".join(meta.requires)
                + (f"; uses if present: {', '.join(meta.uses)}" if meta.uses else ""))
     click.echo("\nWhy it matters:\n" + wrap.fill(meta.rationale))
+    if meta.legitimate:
+        click.echo("\nNot flagged (legitimate setup):\n" + wrap.fill(meta.legitimate))
+    if meta.derives_from:
+        click.echo("\nDerived from the findings of: " + ", ".join(meta.derives_from))
     click.echo("\nRemediation:\n" + wrap.fill(meta.remediation.text))
     if meta.remediation.powershell:
         click.echo(textwrap.indent(meta.remediation.powershell, "    "))

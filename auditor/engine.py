@@ -102,6 +102,7 @@ class CheckMeta:
     needs_gateway: bool = False  # not evaluated when no gateway is known
     # A verdict check: runs after all others and reads the findings of these checks.
     derives_from: tuple[str, ...] = ()
+    legitimate: str = ""  # the legitimate setup this check deliberately leaves alone
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +116,7 @@ class CheckMeta:
             "uses": list(self.uses),
             "needs_gateway": self.needs_gateway,
             "derives_from": list(self.derives_from),
+            "legitimate": self.legitimate,
             "mappings": {
                 "attack": list(self.mappings.attack),
                 "cis": list(self.mappings.cis),
@@ -185,6 +187,7 @@ def check(
     mappings: Mappings | None = None,
     needs_gateway: bool = False,
     derives_from: tuple[str, ...] = (),
+    legitimate: str = "",
 ) -> Callable[[CheckFunc], Check]:
     """Declare a check: the function and its metadata, side by side."""
 
@@ -193,7 +196,7 @@ def check(
                          remediation=remediation, requires=requires, uses=uses,
                          references=references,
                          mappings=mappings or Mappings(), needs_gateway=needs_gateway,
-                         derives_from=derives_from)
+                         derives_from=derives_from, legitimate=legitimate)
         return Check(meta=meta, func=func, origin=func.__module__)
 
     return wrap

@@ -152,7 +152,18 @@ def _dmarc_note(ctx: CheckContext, name: str) -> str:
     remediation=Remediation(
         "Fix the findings listed with each verdict, starting with those that open the route "
         "(CONN-001, DNS-001, ORG-001, RULE-005).",
-        "# see the remediation of each linked finding",
+        "# what the verdict is built from, to re-check after fixing:\n"
+        "Get-InboundConnector | Format-List Name,Enabled,ConnectorType,SenderDomains,"
+        "RestrictDomainsToIPAddresses,SenderIPAddresses,RestrictDomainsToCertificate,"
+        "TlsSenderCertificateName\n"
+        "Get-OrganizationConfig | Format-List RejectDirectSend\n"
+        "Resolve-DnsName -Type MX <domain>",
+    ),
+    legitimate=(
+        "A domain whose MX names only the gateway and whose mail Exchange Online accepts only "
+        "from the gateway is protected, even with a stale Exchange Online MX left behind the "
+        "lock or Exchange Online filtering relaxed for the gateway (both are listed as "
+        "reservations, not as a bypass); an outbound-only domain receives nothing."
     ),
     requires=("Get-AcceptedDomain",),
     uses=(DNS_KEY,),

@@ -137,6 +137,15 @@ def render_bulk(report: dict[str, Any], fmt: str) -> str:
     raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(BULK_FORMATS)}")
 
 
+def render_catalog(checks: list[dict[str, Any]]) -> str:
+    """The check catalog (``checks list --format json``'s items) as Markdown: docs/checks.md."""
+    for item in checks:
+        bad = [r["url"] for r in item["references"] if not safe_url(r["url"]) or ")" in r["url"]]
+        if bad:
+            raise ValueError(f"{item['id']}: reference URLs cannot be linked safely: {bad}")
+    return _env(autoescape=False).get_template("checks.md.j2").render(checks=checks)
+
+
 def render(report: dict[str, Any], fmt: str) -> str:
     """Render the JSON report dict in one of FORMATS."""
     if fmt == "json":
