@@ -1,19 +1,27 @@
-"""CONN-001 (inbound lockdown per accepted domain) and CONN-002 (gateway connector enabled)."""
+"""The connector checks: CONN-001 (inbound lockdown per accepted domain), CONN-002 (gateway
+connector enabled), CONN-003 (shared certificate trust), CONN-004 (sender IP ranges), CONN-005
+(Enhanced Filtering), CONN-006 (outbound routing) and CONN-007 (recent changes)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from auditor.cli import main
 from auditor.engine import Finding, Severity, Status
 
 from ..conftest import (
+    SAMPLES,
     accepted,
     audit,
     connector,
     findings_for,
     mimecast_us_ranges,
+    offline,
     rule,
     statuses,
 )
@@ -305,3 +313,659 @@ def test_conn002_unreadable_enabled_is_not_evaluated(
     assert unread.evidence[0].file == CONNECTORS
     assert "Enabled" in unread.message
     assert not any(f.status is Status.PASS for f in findings)
+
+
+def _profile(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'schema_version = 1\nid = "{name}"\nname = "{name}"\nvendor = "Example"\n{body}')
+    return path
+
+
+# --- CONN-003: trust in a certificate name shared by every customer of the gateway -----------
+
+MIMECAST_CERT = "*.mimecast.com"
+
+
+def _mimecast_cert_connector(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"Name": "Mimecast inbound", "SenderIPAddresses": [],
+                             "RestrictDomainsToIPAddresses": False,
+                             "RestrictDomainsToCertificate": True,
+                             "TlsSenderCertificateName": MIMECAST_CERT}
+    props.update(overrides)
+    return connector(**props)
+
+
+def _conn003(make_export: MakeExport, connectors: list[dict[str, Any]],
+             gateway_file: Path | None = None) -> list[Finding]:
+    return _run(make_export, "CONN-003", {"Get-InboundConnector": connectors},
+                gateway_file=gateway_file)
+
+
+def test_conn003_shared_certificate_without_ip_restriction_warns_with_vendor_guidance(
+        make_export: MakeExport) -> None:
+    """Any Mimecast customer presents *.mimecast.com: the cert alone does not mean 'our account'."""
+    finding = _only(_conn003(make_export, [_mimecast_cert_connector()]))
+    assert finding.status is Status.WARN
+    assert finding.severity is Severity.MEDIUM
+    assert finding.resource == "inbound connector Mimecast inbound"
+    assert _points_at(finding, CONNECTORS, "/0/TlsSenderCertificateName")
+    assert _points_at(finding, CONNECTORS, "/0/SenderIPAddresses")
+    assert "34000358773523" in finding.message  # Mimecast's lockdown guide
+    assert "manage-mail-flow-using-third-party-cloud" in finding.message  # Microsoft's warning
+    assert finding.fix.startswith("Set-InboundConnector -Identity 'Mimecast inbound' "
+                                  "-RestrictDomainsToIPAddresses $true -SenderIPAddresses ")
+    assert mimecast_us_ranges()[0].split("/")[0] in finding.fix
+
+
+def test_conn003_listed_but_unenforced_ips_still_warn_and_fix_only_enforces(
+        make_export: MakeExport) -> None:
+    conn = _mimecast_cert_connector(SenderIPAddresses=mimecast_us_ranges())
+    finding = _only(_conn003(make_export, [conn]))
+    assert finding.status is Status.WARN
+    assert _points_at(finding, CONNECTORS, "/0/RestrictDomainsToIPAddresses")
+    assert finding.fix == ("Set-InboundConnector -Identity 'Mimecast inbound' "
+                           "-RestrictDomainsToIPAddresses $true")
+
+
+def test_conn003_on_premises_connector_with_shared_certificate_is_high(
+        make_export: MakeExport) -> None:
+    finding = _only(_conn003(make_export, [_mimecast_cert_connector(ConnectorType="OnPremises")]))
+    assert finding.status is Status.WARN
+    assert finding.severity is Severity.HIGH
+    assert "OnPremises" in finding.message
+
+
+def test_conn003_shared_certificate_plus_gateway_ip_restriction_passes(
+        make_export: MakeExport) -> None:
+    """Mimecast's lockdown with its IP ranges enforced as well: the vendor's setup, not flagged."""
+    conn = _mimecast_cert_connector(SenderIPAddresses=mimecast_us_ranges(),
+                                    RestrictDomainsToIPAddresses=True)
+    finding = _only(_conn003(make_export, [conn]))
+    assert finding.status is Status.PASS
+    assert "residual" in finding.message
+    assert _points_at(finding, CONNECTORS, "/0/RestrictDomainsToIPAddresses")
+
+
+def test_conn003_customer_specific_certificate_passes(make_export: MakeExport,
+                                                     doc_gateway: Path) -> None:
+    conn = connector(SenderIPAddresses=[], RestrictDomainsToIPAddresses=False,
+                     RestrictDomainsToCertificate=True, TlsSenderCertificateName="*.gateway.example")
+    finding = _only(_conn003(make_export, [conn], gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+    assert "not shared" in finding.message
+
+
+def test_conn003_shared_certificate_in_a_user_profile_warns(make_export: MakeExport,
+                                                           tmp_path: Path) -> None:
+    shared = _profile(tmp_path, "shared-gw", 'certificate_shared = true\n'
+                                             'tls_certificate_names = ["*.shared.example"]\n')
+    conn = connector(SenderIPAddresses=[], RestrictDomainsToIPAddresses=False,
+                     RestrictDomainsToCertificate=True, TlsSenderCertificateName="*.shared.example")
+    finding = _only(_conn003(make_export, [conn], gateway_file=shared))
+    assert finding.status is Status.WARN
+    assert "<the gateway's delivery IP ranges>" in finding.fix
+
+
+def test_conn003_disabled_connector_passes(make_export: MakeExport) -> None:
+    finding = _only(_conn003(make_export, [_mimecast_cert_connector(Enabled=False)]))
+    assert finding.status is Status.PASS
+    assert _points_at(finding, CONNECTORS, "/0/Enabled")
+
+
+def test_conn003_connectors_without_certificate_give_one_pass(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_conn003(make_export, [connector()], gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.PASS, "inbound connectors")
+
+
+def test_conn003_unreadable_certificate_name_is_not_evaluated_never_pass(
+        make_export: MakeExport) -> None:
+    findings = _conn003(make_export, [_mimecast_cert_connector(TlsSenderCertificateName={"x": 1})])
+    assert Status.PASS not in {f.status for f in findings}
+    unread = _for(findings, "Mimecast inbound")
+    assert unread.status is Status.NOT_EVALUATED
+    assert "TlsSenderCertificateName" in unread.message
+
+
+def test_conn003_missing_connectors_file_is_not_evaluated(make_export: MakeExport) -> None:
+    finding = _only(_run(make_export, "CONN-003", {"Get-AcceptedDomain": accepted("contoso.com")}))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-InboundConnector")
+
+
+# --- CONN-004: sender IP ranges that are not the gateway's -----------------------------------
+
+
+def _conn004(make_export: MakeExport, connectors: list[dict[str, Any]],
+             gateway_file: Path | None = None, gateway: str | None = None) -> list[Finding]:
+    return _run(make_export, "CONN-004", {"Get-InboundConnector": connectors},
+                gateway_file=gateway_file, gateway=gateway)
+
+
+def test_conn004_unknown_range_on_the_lock_connector_fails_high(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """An extra range on the lockdown connector is a door around the gateway."""
+    conn = connector(SenderIPAddresses=[*GATEWAY_RANGES, "192.0.2.0/24"])
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert finding.status is Status.FAIL
+    assert finding.severity is Severity.HIGH
+    assert finding.resource == "inbound connector Gateway inbound: 192.0.2.0/24"
+    assert [(e.file, e.pointer) for e in finding.evidence] == [(CONNECTORS, "/0/SenderIPAddresses/2")]
+    assert finding.fix == ("Set-InboundConnector -Identity 'Gateway inbound' "
+                           "-SenderIPAddresses @{Remove='192.0.2.0/24'}")
+
+
+@pytest.mark.parametrize(
+    ("entry", "status", "severity"),
+    [
+        ("10.0.0.0/8", Status.FAIL, Severity.CRITICAL),
+        ("0.0.0.0-127.255.255.255", Status.FAIL, Severity.CRITICAL),
+        ("172.16.0.0/16", Status.FAIL, Severity.HIGH),
+        ("192.0.2.0/24", Status.WARN, Severity.MEDIUM),
+        ("192.0.2.45", Status.WARN, Severity.MEDIUM),
+    ],
+)
+def test_conn004_unknown_range_on_other_connector_follows_width(
+        make_export: MakeExport, doc_gateway: Path, entry: str, status: Status,
+        severity: Severity) -> None:
+    relay = connector(Name="Scanner relay", ConnectorType="OnPremises",
+                      RestrictDomainsToIPAddresses=False, SenderIPAddresses=[entry])
+    finding = _only(_conn004(make_export, [relay], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (status, severity)
+    assert finding.resource == f"inbound connector Scanner relay: {entry}"
+    assert finding.evidence[0].pointer == "/0/SenderIPAddresses/0"
+
+
+def test_conn004_exchange_online_range_is_critical(make_export: MakeExport,
+                                                   doc_gateway: Path) -> None:
+    conn = connector(SenderIPAddresses=[*GATEWAY_RANGES, "40.107.0.0/16"])
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "Exchange Online" in finding.message
+
+
+def test_conn004_other_vendors_range_fails_high(make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = connector(SenderIPAddresses=[*GATEWAY_RANGES, "209.222.80.0/24"])
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "Barracuda" in finding.message
+
+
+def test_conn004_gateway_ranges_pass(make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_conn004(make_export, [connector()], gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.PASS, "inbound connector Gateway inbound")
+
+
+def test_conn004_mimecast_ranges_autodetected_pass(make_export: MakeExport) -> None:
+    conn = connector(Name="Mimecast inbound", SenderIPAddresses=mimecast_us_ranges())
+    finding = _only(_conn004(make_export, [conn]))
+    assert finding.status is Status.PASS
+
+
+def test_conn004_relay_documented_in_user_profile_passes_next_to_the_gateway(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """--gateway mimecast --gateway-file relay.toml: the user vouches for the relay's addresses."""
+    gateway = connector(Name="Mimecast inbound", SenderIPAddresses=mimecast_us_ranges())
+    relay = connector(Name="Relay", ConnectorType="OnPremises", RestrictDomainsToIPAddresses=False,
+                      SenderIPAddresses=["198.51.100.7"])
+    findings = _conn004(make_export, [gateway, relay], gateway_file=doc_gateway, gateway="mimecast")
+    assert statuses(findings) == {("pass", "inbound connector Mimecast inbound"),
+                                  ("pass", "inbound connector Relay")}
+
+
+def test_conn004_certificate_only_connector_passes(make_export: MakeExport,
+                                                   doc_gateway: Path) -> None:
+    conn = connector(SenderIPAddresses=[], RestrictDomainsToIPAddresses=False,
+                     RestrictDomainsToCertificate=True, TlsSenderCertificateName="*.gateway.example")
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+
+
+def test_conn004_disabled_connector_with_unknown_range_is_low(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = connector(Enabled=False, SenderIPAddresses=["192.0.2.0/24"])
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.LOW)
+
+
+def test_conn004_unparsable_entry_warns(make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = connector(SenderIPAddresses=[*GATEWAY_RANGES, "192.0.2.300"])
+    finding = _only(_conn004(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+    assert finding.evidence[0].pointer == "/0/SenderIPAddresses/2"
+
+
+def test_conn004_without_gateway_only_warns_and_names_the_option(make_export: MakeExport) -> None:
+    conn = connector(SenderIPAddresses=["192.0.2.0/24"])
+    finding = _only(_conn004(make_export, [conn]))
+    assert finding.status is Status.WARN
+    assert "--gateway" in finding.message
+
+
+def test_conn004_no_connectors_gives_one_pass(make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_conn004(make_export, [], gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.PASS, "inbound connectors")
+
+
+def test_conn004_missing_connectors_file_is_not_evaluated(make_export: MakeExport,
+                                                         doc_gateway: Path) -> None:
+    files = {"Get-AcceptedDomain": accepted("contoso.com")}
+    finding = _only(_run(make_export, "CONN-004", files, gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-InboundConnector")
+
+
+# --- CONN-005: Enhanced Filtering for Connectors ---------------------------------------------
+
+
+def _conn005(make_export: MakeExport, connectors: list[dict[str, Any]],
+             gateway_file: Path | None = None, gateway: str | None = None) -> list[Finding]:
+    return _run(make_export, "CONN-005", {"Get-InboundConnector": connectors},
+                gateway_file=gateway_file, gateway=gateway)
+
+
+def _ef(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"EFSkipLastIP": False, "EFSkipIPs": GATEWAY_RANGES, "EFUsers": [],
+                             "EFTestMode": False}
+    props.update(overrides)
+    return connector(**props)
+
+
+def test_conn005_enhanced_filtering_off_fails_medium(make_export: MakeExport,
+                                                    doc_gateway: Path) -> None:
+    finding = _only(_conn005(make_export, [_ef(EFSkipIPs=[])], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.MEDIUM)
+    assert finding.resource == "inbound connector Gateway inbound"
+    assert _points_at(finding, CONNECTORS, "/0/EFSkipLastIP")
+    assert _points_at(finding, CONNECTORS, "/0/EFSkipIPs")
+    assert finding.fix == "Set-InboundConnector -Identity 'Gateway inbound' -EFSkipLastIP $true"
+
+
+def test_conn005_skip_list_beyond_the_gateway_fails_high(make_export: MakeExport,
+                                                        doc_gateway: Path) -> None:
+    conn = _ef(EFSkipIPs=[*GATEWAY_RANGES, "192.0.2.0/24"])
+    finding = _only(_conn005(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, CONNECTORS, "/0/EFSkipIPs/2")
+    assert "@{Remove='192.0.2.0/24'}" in finding.fix
+
+
+def test_conn005_exchange_online_range_in_skip_list_fails(make_export: MakeExport,
+                                                         doc_gateway: Path) -> None:
+    conn = _ef(EFSkipIPs=[*GATEWAY_RANGES, "40.107.0.0/16"])
+    finding = _only(_conn005(make_export, [conn], gateway_file=doc_gateway))
+    assert finding.status is Status.FAIL
+    assert "Exchange Online" in finding.message
+
+
+def test_conn005_private_range_in_skip_list_is_low(make_export: MakeExport,
+                                                  doc_gateway: Path) -> None:
+    conn = _ef(EFSkipIPs=[*GATEWAY_RANGES, "10.1.0.0/16"])
+    finding = _only(_conn005(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.LOW)
+
+
+def test_conn005_some_recipients_only_warns(make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _ef(EFUsers=["ceo@contoso.com"])
+    finding = _only(_conn005(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+    assert _points_at(finding, CONNECTORS, "/0/EFUsers")
+    assert finding.fix == "Set-InboundConnector -Identity 'Gateway inbound' -EFUsers $null"
+
+
+def test_conn005_test_mode_warns(make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_conn005(make_export, [_ef(EFTestMode=True)], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+    assert _points_at(finding, CONNECTORS, "/0/EFTestMode")
+
+
+def test_conn005_several_problems_make_one_result_with_the_worst(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _ef(EFTestMode=True, EFSkipIPs=["192.0.2.0/24"])
+    finding = _only(_conn005(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "EFTestMode" in finding.message and "192.0.2.0/24" in finding.message
+
+
+@pytest.mark.parametrize("settings", [{"EFSkipLastIP": True, "EFSkipIPs": []},
+                                      {"EFSkipLastIP": False, "EFSkipIPs": GATEWAY_RANGES},
+                                      {"EFSkipLastIP": True, "EFSkipIPs": ["192.0.2.0/24"]}])
+def test_conn005_skip_listing_the_gateway_passes(make_export: MakeExport, doc_gateway: Path,
+                                                 settings: dict[str, Any]) -> None:
+    """Microsoft's recommendation; EFSkipIPs is ignored while EFSkipLastIP is $true."""
+    finding = _only(_conn005(make_export, [_ef(**settings)], gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+
+
+def test_conn005_rest_sample_connector_skip_listing_its_ranges_passes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """The vendored admin-API sample: skip-lists exactly the (documentation) gateway ranges."""
+    data = (SAMPLES / "Get-InboundConnector.json").read_bytes()
+    findings = _run(make_export, "CONN-005", {"Get-InboundConnector": data},
+                    gateway_file=doc_gateway)
+    assert statuses(findings) == {("pass", "inbound connector Mimecast Inbound")}
+
+
+def test_conn005_without_gateway_is_not_evaluated(make_export: MakeExport) -> None:
+    """Skip listing is only needed when another hop sits in front of Exchange Online."""
+    finding = _only(_conn005(make_export, [_ef(EFSkipIPs=[], SenderIPAddresses=["192.0.2.0/24"])]))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "gateway")
+    assert "--gateway" in finding.message
+
+
+def test_conn005_api_only_gateway_passes_as_not_needed(make_export: MakeExport,
+                                                      tmp_path: Path) -> None:
+    api = _profile(tmp_path, "api-gw", 'deployment = "api"\n')
+    finding = _only(_conn005(make_export, [_ef(EFSkipIPs=[])], gateway_file=api))
+    assert (finding.status, finding.resource) == (Status.PASS, "gateway")
+    assert "not needed" in finding.message
+
+
+def test_conn005_no_gateway_connector_fails(make_export: MakeExport, doc_gateway: Path) -> None:
+    other = connector(Name="Partner", SenderIPAddresses=["192.0.2.0/24"])
+    finding = _only(_conn005(make_export, [other], gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.FAIL, "inbound connectors")
+    assert "-EFSkipLastIP $true" in finding.fix
+
+
+def test_conn005_disabled_gateway_connector_warns(make_export: MakeExport,
+                                                 doc_gateway: Path) -> None:
+    finding = _only(_conn005(make_export, [_ef(Enabled=False)], gateway_file=doc_gateway))
+    assert finding.status is Status.WARN
+    assert _points_at(finding, CONNECTORS, "/0/Enabled")
+
+
+def test_conn005_export_without_ef_properties_is_not_evaluated(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_conn005(make_export, [connector()], gateway_file=doc_gateway))
+    assert finding.status is Status.NOT_EVALUATED
+    assert "EFSkipLastIP" in finding.message
+
+
+def test_conn005_unreadable_skip_last_ip_is_not_evaluated(make_export: MakeExport,
+                                                         doc_gateway: Path) -> None:
+    findings = _conn005(make_export, [_ef(EFSkipLastIP="maybe")], gateway_file=doc_gateway)
+    assert Status.PASS not in {f.status for f in findings}
+    assert _for(findings, "Gateway inbound").status is Status.NOT_EVALUATED
+
+
+def test_conn005_missing_connectors_file_is_not_evaluated(make_export: MakeExport,
+                                                         doc_gateway: Path) -> None:
+    files = {"Get-AcceptedDomain": accepted("contoso.com")}
+    finding = _only(_run(make_export, "CONN-005", files, gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-InboundConnector")
+
+
+# --- CONN-006: outbound routing around the gateway -------------------------------------------
+
+OUTBOUND = "exo/Get-OutboundConnector.json"
+
+
+def _outbound(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"Name": "Outbound to gateway", "Enabled": True, "UseMXRecord": False,
+                             "ConnectorType": "Partner", "RecipientDomains": ["*"],
+                             "SmartHosts": ["outbound.gateway.example"],
+                             "IsTransportRuleScoped": False, "TlsSettings": "CertificateValidation",
+                             "WhenChanged": "2025-01-01T00:00:00Z"}
+    props.update(overrides)
+    return props
+
+
+def _route_rule(**overrides: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"RouteMessageOutboundConnector": "Side door",
+                             "SentTo": ["ceo@contoso.com"]}
+    props.update(overrides)
+    return rule("Route to side door", **props)
+
+
+def _conn006(make_export: MakeExport, connectors: list[dict[str, Any]],
+             rules: list[dict[str, Any]] | None = None, gateway_file: Path | None = None,
+             gateway: str | None = None) -> list[Finding]:
+    files: dict[str, Any] = {"Get-OutboundConnector": connectors}
+    if rules is not None:
+        files["Get-TransportRule"] = rules
+    return _run(make_export, "CONN-006", files, gateway_file=gateway_file, gateway=gateway)
+
+
+def test_conn006_unknown_smart_host_for_all_domains_is_critical(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _outbound(Name="Side door", SmartHosts=["relay.attacker.example"])
+    finding = _only(_conn006(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert finding.resource == "outbound connector Side door"
+    assert _points_at(finding, OUTBOUND, "/0/SmartHosts/0")
+    assert finding.fix == "Set-OutboundConnector -Identity 'Side door' -Enabled $false"
+
+
+def test_conn006_unknown_smart_host_for_some_domains_is_high(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _outbound(Name="Side door", SmartHosts=["192.0.2.25"], RecipientDomains=["fabrikam.com"])
+    finding = _only(_conn006(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "fabrikam.com" in finding.message
+
+
+def test_conn006_rule_scoped_to_a_few_recipients_fails_high(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """The quiet variant: only the CEO's mail takes the side door."""
+    conn = _outbound(Name="Side door", SmartHosts=["relay.attacker.example"], RecipientDomains=[],
+                     IsTransportRuleScoped=True)
+    finding = _only(_conn006(make_export, [conn], rules=[_route_rule()], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, RULES, "/0/RouteMessageOutboundConnector")
+    assert _points_at(finding, OUTBOUND, "/0/IsTransportRuleScoped")
+    assert "Disable-TransportRule -Identity 'Route to side door'" in finding.fix
+
+
+def test_conn006_rule_routing_every_message_is_critical(make_export: MakeExport,
+                                                       doc_gateway: Path) -> None:
+    conn = _outbound(Name="Side door", SmartHosts=["relay.attacker.example"], RecipientDomains=[],
+                     IsTransportRuleScoped=True)
+    everything = _route_rule(SentTo=[])
+    finding = _only(_conn006(make_export, [conn], rules=[everything], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "your own mailboxes" in finding.message
+
+
+def test_conn006_rule_scoped_connector_with_only_disabled_rules_passes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _outbound(Name="Side door", SmartHosts=["relay.attacker.example"], RecipientDomains=[],
+                     IsTransportRuleScoped=True)
+    finding = _only(_conn006(make_export, [conn], rules=[_route_rule(State="Disabled")],
+                             gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+    assert _points_at(finding, RULES, "/0/State")
+
+
+def test_conn006_rule_scoped_connector_without_rules_evidence_warns(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = _outbound(Name="Side door", SmartHosts=["relay.attacker.example"], RecipientDomains=[],
+                     IsTransportRuleScoped=True)
+    finding = _only(_conn006(make_export, [conn], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.HIGH)
+    assert "not collected" in finding.message
+
+
+def test_conn006_disabled_gateway_outbound_connector_fails(make_export: MakeExport,
+                                                          doc_gateway: Path) -> None:
+    finding = _only(_conn006(make_export, [_outbound(Enabled=False)], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, OUTBOUND, "/0/Enabled")
+    assert finding.fix == "Set-OutboundConnector -Identity 'Outbound to gateway' -Enabled $true"
+
+
+def test_conn006_disabled_spare_gateway_connector_passes_next_to_an_enabled_one(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    spare = _outbound(Name="Old outbound", Enabled=False)
+    findings = _conn006(make_export, [_outbound(), spare], gateway_file=doc_gateway)
+    assert statuses(findings) == {("pass", "outbound connector Outbound to gateway"),
+                                  ("pass", "outbound connector Old outbound")}
+
+
+def test_conn006_gateway_outbound_connector_passes(make_export: MakeExport,
+                                                  doc_gateway: Path) -> None:
+    finding = _only(_conn006(make_export, [_outbound()], gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+    assert _points_at(finding, OUTBOUND, "/0/SmartHosts")
+
+
+def test_conn006_mimecast_sample_connectors_pass(make_export: MakeExport) -> None:
+    """The vendored REST sample: Mimecast relay plus a rule-scoped connector whose rule is off."""
+    findings = _run(make_export, "CONN-006", {
+        "Get-OutboundConnector": (SAMPLES / "Get-OutboundConnector.json").read_bytes(),
+        "Get-TransportRule": (SAMPLES / "Get-TransportRule.json").read_bytes()})
+    assert statuses(findings) == {("pass", "outbound connector Outbound to Mimecast"),
+                                  ("pass", "outbound connector Legal Partner Outbound")}
+
+
+def test_conn006_partner_tls_connector_via_mx_passes(make_export: MakeExport,
+                                                    doc_gateway: Path) -> None:
+    tls = _outbound(Name="TLS to fabrikam", UseMXRecord=True, SmartHosts=[],
+                    RecipientDomains=["fabrikam.com"], TlsSettings="DomainValidation")
+    finding = _only(_conn006(make_export, [tls], gateway_file=doc_gateway))
+    assert finding.status is Status.PASS
+
+
+def test_conn006_smart_host_documented_in_user_profile_passes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    partner = _outbound(Name="Partner relay", RecipientDomains=["fabrikam.com"])
+    finding = _only(_conn006(make_export, [partner], gateway_file=doc_gateway, gateway="mimecast"))
+    assert finding.status is Status.PASS
+
+
+def test_conn006_on_premises_connector_to_unknown_host_warns_low(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    hybrid = _outbound(Name="Outbound to on-premises", ConnectorType="OnPremises",
+                       SmartHosts=["mail.contoso.com"], RecipientDomains=["contoso.com"])
+    finding = _only(_conn006(make_export, [hybrid], gateway_file=doc_gateway))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.LOW)
+
+
+def test_conn006_without_gateway_unknown_host_warns_and_names_the_option(
+        make_export: MakeExport) -> None:
+    finding = _only(_conn006(make_export, [_outbound(SmartHosts=["relay.example"])]))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+    assert "--gateway" in finding.message
+
+
+def test_conn006_no_outbound_connectors_gives_one_pass(make_export: MakeExport,
+                                                      doc_gateway: Path) -> None:
+    finding = _only(_conn006(make_export, [], gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.PASS, "outbound connectors")
+
+
+def test_conn006_unreadable_enabled_is_not_evaluated_never_pass(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    findings = _conn006(make_export, [_outbound(Enabled="sometimes")], gateway_file=doc_gateway)
+    assert Status.PASS not in {f.status for f in findings}
+    assert _for(findings, "Outbound to gateway").status is Status.NOT_EVALUATED
+
+
+def test_conn006_missing_outbound_file_is_not_evaluated(make_export: MakeExport,
+                                                       doc_gateway: Path) -> None:
+    finding = _only(_run(make_export, "CONN-006", {"Get-TransportRule": []},
+                         gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-OutboundConnector")
+
+
+# --- CONN-007: connectors and rules created or changed recently ------------------------------
+
+COLLECTED = {"collected_at": "2026-11-20T09:14:03Z"}
+
+
+def _changes(inbound: list[dict[str, Any]] | None = None,
+             outbound: list[dict[str, Any]] | None = None,
+             rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"export": COLLECTED, "Get-InboundConnector": inbound or [],
+            "Get-OutboundConnector": outbound or [], "Get-TransportRule": rules or []}
+
+
+def _conn007(make_export: MakeExport, files: dict[str, Any]) -> list[Finding]:
+    return _run(make_export, "CONN-007", files)
+
+
+def test_conn007_connector_changed_within_window_is_listed(make_export: MakeExport) -> None:
+    conn = connector(WhenChanged="2026-11-10T08:00:00Z", WhenCreated="2021-01-25T10:12:44Z")
+    finding = _only(_conn007(make_export, _changes(inbound=[conn])))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.INFO)
+    assert finding.resource == "inbound connector Gateway inbound"
+    assert finding.message.startswith("changed on 2026-11-10 08:00 UTC, 10 day(s)")
+    assert [(e.file, e.pointer) for e in finding.evidence] == [(CONNECTORS, "/0/WhenChanged")]
+    assert finding.fix.startswith("Search-UnifiedAuditLog -StartDate '2026-11-09' "
+                                  "-EndDate '2026-11-21' -Operations New-InboundConnector")
+
+
+def test_conn007_new_outbound_connector_is_listed_as_created(make_export: MakeExport) -> None:
+    conn = _outbound(WhenChanged="2026-11-19T08:00:00Z", WhenCreated="2026-11-18T08:00:00Z")
+    finding = _only(_conn007(make_export, _changes(outbound=[conn])))
+    assert finding.status is Status.WARN
+    assert finding.message.startswith("created on 2026-11-18")
+    assert _points_at(finding, OUTBOUND, "/0/WhenCreated")
+
+
+def test_conn007_rule_changed_recently_names_who(make_export: MakeExport) -> None:
+    changed = rule("Allow partner", WhenChanged="2026-11-01T12:00:00+01:00", LastModifiedBy="Eve")
+    finding = _only(_conn007(make_export, _changes(rules=[changed])))
+    assert finding.status is Status.WARN
+    assert finding.resource == "transport rule Allow partner"
+    assert "2026-11-01 11:00 UTC" in finding.message and "Eve" in finding.message
+
+
+def test_conn007_old_changes_pass(make_export: MakeExport) -> None:
+    findings = _conn007(make_export, _changes(
+        inbound=[connector()], outbound=[_outbound()],
+        rules=[rule("Old", WhenChanged="2024-01-01T00:00:00Z")]))
+    assert statuses(findings) == {("pass", "inbound connector Gateway inbound"),
+                                  ("pass", "outbound connector Outbound to gateway"),
+                                  ("pass", "transport rule Old")}
+
+
+def test_conn007_rest_sample_without_when_changed_uses_the_utc_property(
+        make_export: MakeExport) -> None:
+    """The admin API's outbound connectors carry WhenChangedUTC only."""
+    files = _changes()
+    files["Get-OutboundConnector"] = (SAMPLES / "Get-OutboundConnector.json").read_bytes()
+    findings = _conn007(make_export, files)
+    legal = _for(findings, "outbound connector Legal Partner Outbound")
+    assert legal.status is Status.PASS
+    assert legal.evidence[0].pointer == "/value/1/WhenChangedUTC"
+
+
+def test_conn007_object_without_when_changed_is_not_evaluated(make_export: MakeExport) -> None:
+    findings = _conn007(make_export, _changes(
+        inbound=[connector(WhenChanged=None)], rules=[rule("Recent", WhenChanged="2026-11-19")]))
+    assert statuses(findings) == {("not_evaluated", "inbound connector Gateway inbound"),
+                                  ("warn", "transport rule Recent")}
+
+
+def test_conn007_unreadable_when_changed_is_not_evaluated(make_export: MakeExport) -> None:
+    findings = _conn007(make_export, _changes(rules=[rule("Odd", WhenChanged="last Tuesday")]))
+    assert Status.PASS not in {f.status for f in findings}
+    unread = _for(findings, "Odd")
+    assert unread.status is Status.NOT_EVALUATED
+    assert "WhenChanged" in unread.message
+
+
+def test_conn007_nothing_to_review_gives_one_pass(make_export: MakeExport) -> None:
+    finding = _only(_conn007(make_export, _changes()))
+    assert (finding.status, finding.resource) == (Status.PASS, "connectors and transport rules")
+
+
+def test_conn007_missing_rules_file_is_not_evaluated(make_export: MakeExport) -> None:
+    files = _changes(inbound=[connector(WhenChanged="2026-11-19T00:00:00Z")])
+    del files["Get-TransportRule"]
+    finding = _only(_conn007(make_export, files))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-TransportRule")
+
+
+def _cli_conn007(folder: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> set[tuple[str, str]]:
+    main(offline(["audit", str(folder), "--format", "json", *extra]))
+    report = json.loads(capsys.readouterr().out)
+    return {(f["status"], f["resource"]) for f in report["findings"] if f["check_id"] == "CONN-007"}
+
+
+def test_conn007_changed_within_option_widens_the_window_through_the_cli(
+        make_export: MakeExport, capsys: pytest.CaptureFixture[str]) -> None:
+    """A change 45 days old is outside the default 30-day window and inside --changed-within 60."""
+    folder = make_export(_changes(inbound=[connector(WhenChanged="2026-10-06T09:00:00Z")]))
+    assert _cli_conn007(folder, capsys) == {("pass", "inbound connector Gateway inbound")}
+    assert _cli_conn007(folder, capsys, "--changed-within", "60") == {
+        ("warn", "inbound connector Gateway inbound")}
