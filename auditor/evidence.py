@@ -68,6 +68,7 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     EvidenceSpec("Get-TenantAllowBlockListItems-Url", models.TenantAllowBlockListItem),
     EvidenceSpec("Get-TenantAllowBlockListItems-FileHash", models.TenantAllowBlockListItem),
     EvidenceSpec("Get-TenantAllowBlockListItems-IP", models.TenantAllowBlockListItem),
+    EvidenceSpec("Get-TenantAllowBlockListSpoofItems", models.TenantAllowBlockListSpoofItem),
     EvidenceSpec("Get-Mailbox", models.Mailbox),
     EvidenceSpec("Get-InboxRule", models.InboxRule),
     EvidenceSpec("Get-ManagementRoleAssignment", models.ManagementRoleAssignment),

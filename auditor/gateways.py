@@ -38,6 +38,7 @@ PATTERN_FIELDS = (
     "tls_certificate_names",
     "header_stamps",
     "dkim_selectors",
+    "archive_domains",
 )
 _TOP_KEYS = {
     "schema_version", "id", "name", "vendor", "deployment", "aliases", "notes",
@@ -48,6 +49,9 @@ _RANGE_KEYS = {"region", "cidrs", "source", "as_of", "confidence", "note"}
 _SOURCE_KEYS = {"url", "as_of", "confidence"}
 _CONFIDENCE = {"vendor", "third-party", "observed", "user"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# A domain-name pattern whose part after the last * names at least two labels, so that an
+# archive pattern can never match every domain ("*", "*.com").
+_ARCHIVE_PATTERN = re.compile(r"^(?:[a-z0-9*-]+\.)*?(?:[a-z0-9-]+\.)+[a-z0-9-]+$")
 Deployment = Literal["mx", "api", "exchange-online"]
 
 
@@ -85,6 +89,9 @@ class GatewayProfile:
     tls_certificate_names: tuple[str, ...] = ()
     header_stamps: tuple[str, ...] = ()
     dkim_selectors: tuple[str, ...] = ()
+    # Domain-name patterns of the vendor's archive or journaling service: the domain of the
+    # journal address it issues, or the host an outbound connector relays journal reports to.
+    archive_domains: tuple[str, ...] = ()
     references: tuple[tuple[str, str], ...] = ()
     sources: Mapping[str, Provenance] = field(default_factory=dict)
     range_groups: tuple[RangeGroup, ...] = ()
@@ -98,6 +105,10 @@ class GatewayProfile:
 
     def matches_smart_host(self, host: str) -> bool:
         return _match_host(host, self.smart_hosts)
+
+    def matches_archive(self, domain: str) -> bool:
+        """Whether mail for ``domain`` (or relayed to host ``domain``) reaches this vendor's archive."""
+        return _match_host(domain, self.archive_domains)
 
     def matches_certificate(self, name: str) -> bool:
         """Whether a connector's TlsSenderCertificateName names this gateway's certificate."""
@@ -169,6 +180,10 @@ def parse_profile(data: Mapping[str, Any], origin: str, *, strict: bool) -> Gate
     if deployment not in ("mx", "api", "exchange-online"):
         raise _fail(origin, "deployment must be mx, api or exchange-online")
     patterns = {key: _strings(origin, data, key) for key in PATTERN_FIELDS}
+    for pattern in patterns["archive_domains"]:
+        if not _ARCHIVE_PATTERN.match(pattern.lower()):
+            raise _fail(origin, f"archive_domains: {pattern!r} must be a domain name, with * only "
+                                "before a literal part of two labels or more (e.g. *.archive.example)")
     raw_sources = data.get("sources", {})
     if not isinstance(raw_sources, dict):
         raise _fail(origin, "sources must be a table")
@@ -308,6 +323,14 @@ class GatewayContext:
     def certificate_owner(self, name: str) -> GatewayProfile | None:
         for profile in self.active + self.known:
             if profile.deployment != "exchange-online" and profile.matches_certificate(name):
+                return profile
+        return None
+
+    def archive_owner(self, domain: str) -> GatewayProfile | None:
+        """The known profile (shipped or the user's) whose archive service receives mail for
+        ``domain`` or runs host ``domain``; the active profiles are asked first."""
+        for profile in self.active + self.known:
+            if profile.matches_archive(domain):
                 return profile
         return None
 

@@ -1,8 +1,10 @@
-"""Bypass vector: anti-spam policies that exempt senders from filtering."""
+"""Bypass vectors: anti-spam policies and allow lists that exempt senders from filtering, and
+the organisation-wide settings that let copies of mail leave (auto-forwarding, journaling)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from auditor.context import CheckContext
 from auditor.engine import (
@@ -16,7 +18,20 @@ from auditor.engine import (
     ps_literal,
     result,
 )
+from auditor.models import (
+    EvidenceRef,
+    HostedConnectionFilterPolicy,
+    HostedContentFilterPolicy,
+    HostedOutboundSpamFilterPolicy,
+    JournalRule,
+    OutboundConnector,
+    RemoteDomain,
+    TenantAllowBlockListItem,
+    TenantAllowBlockListSpoofItem,
+    TransportConfig,
+)
 from auditor.netutil import IpRange
+from auditor.values import address_domain, sender_domain_entry, smtp_address
 
 MS_CONNECTION_FILTER = Reference(
     "Microsoft: Configure connection filtering",
@@ -59,6 +74,10 @@ def _width_severity(rng: IpRange) -> Severity:
     references=(MS_CONNECTION_FILTER, MS_EFC),
     mappings=Mappings(attack=("T1685", "T1562.001"), cis=("2.1.12",),
                       scuba=("MS.SECURITYSUITE.8.1v1", "MS.EXO.12.1v1")),
+    legitimate=(
+        "Entries that are the gateway's published delivery ranges (some vendors ask for them), "
+        "and an empty list."
+    ),
 )
 def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
     policies = ctx.connection_filter_policies
@@ -117,6 +136,733 @@ def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
                      "has a Default one, so the export is incomplete)", key="none")
 
 
+MS_ANTI_SPAM = Reference(
+    "Microsoft: Configure anti-spam policies",
+    "https://learn.microsoft.com/en-us/defender-office-365/anti-spam-policies-configure",
+)
+MS_ALLOWLISTS = Reference(
+    "Microsoft: Create sender allowlists (allowed sender and domain lists are the least desirable option)",
+    "https://learn.microsoft.com/en-us/defender-office-365/create-safe-sender-lists-in-office-365",
+)
+MS_TABL = Reference(
+    "Microsoft: Manage allows and blocks in the Tenant Allow/Block List",
+    "https://learn.microsoft.com/en-us/defender-office-365/tenant-allow-block-list-about",
+)
+MS_TABL_EMAIL = Reference(
+    "Microsoft: Allow or block email (domains, addresses, spoofed senders) in the Tenant Allow/Block List",
+    "https://learn.microsoft.com/en-us/defender-office-365/tenant-allow-block-list-email-spoof-configure",
+)
+MS_NEW_TABL = Reference(
+    "Microsoft: New-TenantAllowBlockListItems (ExpirationDate, NoExpiration, RemoveAfter)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/new-tenantallowblocklistitems",
+)
+MS_FORWARDING = Reference(
+    "Microsoft: Control automatic external email forwarding in Microsoft 365",
+    "https://learn.microsoft.com/en-us/defender-office-365/outbound-spam-policies-external-email-forwarding",
+)
+MS_OUTBOUND_POLICY = Reference(
+    "Microsoft: Set-HostedOutboundSpamFilterPolicy (AutoForwardingMode)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-hostedoutboundspamfilterpolicy",
+)
+MS_REMOTE_DOMAINS = Reference(
+    "Microsoft: Remote domains in Exchange Online (automatic forwards)",
+    "https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/remote-domains/remote-domains",
+)
+MS_NEW_JOURNAL_RULE = Reference(
+    "Microsoft: New-JournalRule",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/new-journalrule",
+)
+MS_TRANSPORT_CONFIG = Reference(
+    "Microsoft: Set-TransportConfig (JournalingReportNdrTo)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-transportconfig",
+)
+MIMECAST_JOURNALING = Reference(
+    "Mimecast: Configuring Microsoft 365 Journaling (journaling@journal.<domain> and a send connector)",
+    "https://mimecastsupport.zendesk.com/hc/en-us/articles/34000388820627-Email-Security-Cloud-Gateway-Configuring-Microsoft-365-Journaling",
+)
+CLOUDFLARE_JOURNALING = Reference(
+    "Cloudflare Email Security: Office 365 journaling setup",
+    "https://developers.cloudflare.com/email-security/deployment/api/setup/office365-journaling/",
+)
+MITRE_FORWARDING_RULE = Reference(
+    "MITRE ATT&CK T1114.003: Email Collection: Email Forwarding Rule",
+    "https://attack.mitre.org/techniques/T1114/003/",
+)
+
+OUTBOUND_POLICIES = "Get-HostedOutboundSpamFilterPolicy"
+REMOTE_DOMAINS = "Get-RemoteDomain"
+ACCEPTED_DOMAINS = "Get-AcceptedDomain"
+SPOOF_ITEMS = "Get-TenantAllowBlockListSpoofItems"
+# AutoForwardingMode values that stop external automatic forwarding. Microsoft documents that
+# "Automatic - System-controlled" now means Off in every organisation (outbound-spam-policies-
+# external-email-forwarding); the cmdlet reference still hedges for tenants that used it in 2021.
+FORWARDING_BLOCKED = ("off", "automatic")
+
+# Consumer mailbox providers: anyone can open an account at these domains, so an allow entry for
+# one lets anybody in. Each is listed in data/free.txt of willwhite/freemail
+# (https://github.com/willwhite/freemail, commit 5d69d4e, 2020-07-03); only the largest are kept.
+FREEMAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr",
+    "live.com", "live.co.uk", "msn.com", "outlook.de", "yahoo.com", "yahoo.co.uk", "ymail.com",
+    "aol.com", "icloud.com", "me.com", "mac.com", "protonmail.com", "gmx.com", "gmx.de", "gmx.net",
+    "web.de", "mail.com", "yandex.ru", "yandex.com", "mail.ru", "zoho.com", "fastmail.com",
+    "qq.com", "163.com", "126.com", "orange.fr", "free.fr",
+})
+
+
+def _policy_scope(is_default: bool | None, kind: str) -> str:
+    """Whom a policy applies to, as far as the evidence says (policy rules are not collected)."""
+    if is_default:
+        return f"the default {kind} policy applies to everyone no custom policy covers"
+    return (f"a custom {kind} policy applies to the recipients its rule names; rules are not in the "
+            "evidence, so it is judged as applied")
+
+
+def _is_own_domain(ctx: CheckContext, domain: str) -> bool:
+    return ctx.available(ACCEPTED_DOMAINS) and ctx.is_internal_address(f"postmaster@{domain}")
+
+
+@check(
+    id="POL-002",
+    title="Microsoft's safe list is switched on in the connection filter",
+    severity=Severity.MEDIUM,
+    rationale=(
+        "With EnableSafeList on, mail from the senders on Microsoft's dynamic safe list (third-"
+        "party lists of 'known good' sending infrastructure) skips spam filtering. Whoever can "
+        "send from that infrastructure, a compromised account at a large provider included, is "
+        "exempt. The list is not under the organisation's control, and it is off by default."
+    ),
+    remediation=Remediation(
+        "Switch the safe list off; if a legitimate sender is misjudged, submit its mail to "
+        "Microsoft or add a time-limited Tenant Allow/Block List entry.",
+        "Set-HostedConnectionFilterPolicy -Identity Default -EnableSafeList $false",
+    ),
+    requires=("Get-HostedConnectionFilterPolicy",),
+    references=(MS_CONNECTION_FILTER, MS_ALLOWLISTS),
+    mappings=Mappings(attack=("T1685", "T1562.001"), cis=("2.1.13",),
+                      scuba=("MS.SECURITYSUITE.8.2v1", "MS.EXO.12.2v1")),
+    legitimate="EnableSafeList off, Microsoft's default.",
+)
+def connection_filter_safe_list(ctx: CheckContext) -> Iterator[Result]:
+    policies = ctx.objects("Get-HostedConnectionFilterPolicy", HostedConnectionFilterPolicy)
+    for policy in policies:
+        name = policy.display_name
+        resource = f"connection filter policy {name}"
+        if policy.EnableSafeList is None:
+            yield result(Status.NOT_EVALUATED, resource,
+                         "not evaluated: the export does not contain EnableSafeList",
+                         policy.ref("EnableSafeList"), key=name)
+        elif policy.EnableSafeList:
+            yield result(Status.FAIL, resource,
+                         "EnableSafeList is True: mail from Microsoft's safe list of third-party "
+                         "senders skips spam filtering", policy.ref("EnableSafeList"), key=name,
+                         fix=f"Set-HostedConnectionFilterPolicy -Identity {ps_literal(name)} "
+                             "-EnableSafeList $false")
+        else:
+            yield result(Status.PASS, resource, "the safe list is off (the default)",
+                         policy.ref("EnableSafeList"), key=name)
+    if not policies:
+        yield result(Status.NOT_EVALUATED, "connection filter policies",
+                     "not evaluated: the export holds no connection filter policy (every tenant "
+                     "has a Default one, so the export is incomplete)", key="none")
+
+
+def _allowed_sender_risk(ctx: CheckContext, value: str) -> tuple[Severity, str]:
+    """How dangerous one allowed sender or domain is, and why."""
+    text = value.strip().lower()
+    address = smtp_address(text) if "@" in text else None
+    domain = address_domain(address) if address else sender_domain_entry(text)[0]
+    what = f"the sender {address}" if address else f"the domain {domain}"
+    if _is_own_domain(ctx, domain):
+        return Severity.HIGH, (
+            f"{what} is the organisation's own: such mail skips spam filtering whenever it passes "
+            "SPF, DKIM or DMARC (Microsoft's condition since 2022), which every service the "
+            "domain's SPF record authorises can achieve (shared gateway or marketing ranges "
+            "listed there included); internal mail never needs this entry")
+    if address is None and domain in FREEMAIL_DOMAINS:
+        return Severity.HIGH, (f"{what} is a free-mail provider: anyone can open an account there "
+                               "and have their mail skip spam filtering")
+    why = (f"mail claiming {what} skips spam, spoof and phishing filtering and sender "
+           "authentication, so whoever forges it is let in")
+    if not ctx.available(ACCEPTED_DOMAINS):
+        why += (" (accepted domains were not collected: whether it is the organisation's own "
+                "domain is unknown)")
+    return Severity.MEDIUM, why
+
+
+@check(
+    id="POL-003",
+    title="An anti-spam policy lets allowed senders or domains skip filtering",
+    severity=Severity.HIGH,
+    rationale=(
+        "Senders and domains on an anti-spam policy's allowed lists skip spam, spoof and phishing "
+        "filtering (all but high-confidence phishing) and sender authentication. An outsider who "
+        "forges an allowed sender is let in; a free-mail domain admits anyone with an account; "
+        "the organisation's own domain admits anything that passes its SPF. Microsoft calls these "
+        "lists the least desirable allowlist and points to the Tenant Allow/Block List instead."
+    ),
+    remediation=Remediation(
+        "Empty AllowedSenderDomains and AllowedSenders. Report misjudged mail to Microsoft as a "
+        "false positive, or use a time-limited Tenant Allow/Block List entry.",
+        "Set-HostedContentFilterPolicy -Identity Default -AllowedSenderDomains @{Remove=\"<domain>\"}\n"
+        "Set-HostedContentFilterPolicy -Identity Default -AllowedSenders @{Remove=\"<address>\"}\n"
+        "# or clear both: Set-HostedContentFilterPolicy -Identity Default "
+        "-AllowedSenderDomains $null -AllowedSenders $null",
+    ),
+    requires=("Get-HostedContentFilterPolicy",),
+    uses=(ACCEPTED_DOMAINS,),
+    references=(MS_ANTI_SPAM, MS_ALLOWLISTS),
+    mappings=Mappings(attack=("T1685", "T1562.001", "T1566"), cis=("2.1.14",),
+                      scuba=("MS.SECURITYSUITE.6.2v1", "MS.EXO.14.3v2")),
+    legitimate=(
+        "Policies with empty AllowedSenderDomains and AllowedSenders, Microsoft's default; "
+        "blocked senders and domains are not judged."
+    ),
+)
+def anti_spam_allowed_senders(ctx: CheckContext) -> Iterator[Result]:
+    policies = ctx.objects("Get-HostedContentFilterPolicy", HostedContentFilterPolicy)
+    for policy in policies:
+        name = policy.display_name
+        scope = _policy_scope(policy.IsDefault, "anti-spam")
+        entries = [("AllowedSenderDomains", v) for v in policy.AllowedSenderDomains] + [
+            ("AllowedSenders", v) for v in policy.AllowedSenders]
+        for prop, value in entries:
+            severity, why = _allowed_sender_risk(ctx, value)
+            yield result(Status.FAIL, f"anti-spam policy {name}: {value}",
+                         f"{prop} lists {value}: {why} ({scope})", policy.ref_item(prop, value),
+                         severity=severity, key=f"{name}:{prop}:{value}",
+                         fix=f"Set-HostedContentFilterPolicy -Identity {ps_literal(name)} "
+                             f"-{prop} @{{Remove={ps_literal(value)}}}")
+        if not entries:
+            yield result(Status.PASS, f"anti-spam policy {name}",
+                         "no allowed senders or sender domains", policy.ref("AllowedSenderDomains"),
+                         policy.ref("AllowedSenders"), key=name)
+    if not policies:
+        yield result(Status.NOT_EVALUATED, "anti-spam policies",
+                     "not evaluated: the export holds no anti-spam (content filter) policy (every "
+                     "tenant has a Default one, so the export is incomplete)", key="none")
+
+
+# Each Tenant Allow/Block List export: its evidence key, the -ListType it was read with, a label.
+TABL_LISTS: tuple[tuple[str, str, str], ...] = (
+    ("Get-TenantAllowBlockListItems-Sender", "Sender", "domains and email addresses"),
+    ("Get-TenantAllowBlockListItems-Url", "Url", "URLs"),
+    ("Get-TenantAllowBlockListItems-FileHash", "FileHash", "files"),
+    ("Get-TenantAllowBlockListItems-IP", "IP", "IP addresses"),
+)
+
+
+def _entries(count: int, kind: str) -> str:
+    return f"{count} {kind} entr{'y' if count == 1 else 'ies'}"
+
+
+def _expiry(item: TenantAllowBlockListItem, ctx: CheckContext) -> tuple[bool | None, str]:
+    """(never expires?, how it expires); None when the entry has already expired."""
+    if item.ExpirationDate is not None:
+        if item.ExpirationDate <= ctx.as_of:
+            return None, f"expired on {item.ExpirationDate:%Y-%m-%d}"
+        return False, f"expires on {item.ExpirationDate:%Y-%m-%d}"
+    if item.RemoveAfter and not item.NoExpiration:
+        used = (f"last used {item.LastUsedDate:%Y-%m-%d}" if item.LastUsedDate
+                else "not used yet")
+        return False, f"is removed {item.RemoveAfter} days after it last matches ({used})"
+    return True, "never expires"
+
+
+def _who(item: TenantAllowBlockListItem) -> str:
+    """Who added or changed an entry and why, as far as the export records it."""
+    parts = []
+    if who := item.ModifiedBy or item.LastModifiedBy:
+        parts.append(f"last changed by {who}")
+    if item.SubmissionID and item.SubmissionID.strip().lower() != "non-submission":
+        parts.append(f"created from admin submission {item.SubmissionID}")
+    if item.CreatedDateTime:
+        parts.append(f"created {item.CreatedDateTime:%Y-%m-%d}")
+    if item.Notes:
+        parts.append(f"notes: {item.Notes!r}")
+    if item.SysManaged:
+        parts.append("system-managed")
+    return "; ".join(parts) or "the export does not record who added it"
+
+
+def _tabl_allow(ctx: CheckContext, item: TenantAllowBlockListItem, list_type: str) -> Result:
+    value = item.Value or item.Identity or item.display_name
+    resource = f"Tenant Allow/Block List: allow {list_type} {value}"
+    key = f"{list_type}:{item.Identity or value}"
+    evidence = [item.ref("Action"), item.ref("ExpirationDate")]
+    if (item.ListSubType or "").lower() == "advanceddelivery":
+        return result(Status.PASS, resource,
+                      "a phishing-simulation URL of the advanced delivery policy, Microsoft's "
+                      "mechanism for third-party simulations; review it with that policy",
+                      item.ref("ListSubType"), key=key)
+    never, expiry = _expiry(item, ctx)
+    if never is None:
+        return result(Status.PASS, resource, f"allow entry that {expiry}: no longer in effect",
+                      *evidence, key=key)
+    severity = Severity.HIGH if never else Severity.MEDIUM
+    why = "mail, links or files it matches skip the verdicts that would have stopped them"
+    if list_type == "Sender":
+        address = smtp_address(value) if "@" in value else None
+        domain = address_domain(address) if address else value.strip().lower()
+        if _is_own_domain(ctx, domain):
+            severity, why = Severity.HIGH, "it allows mail claiming the organisation's own domain"
+        elif address is None and domain in FREEMAIL_DOMAINS:
+            severity, why = Severity.HIGH, "it allows a free-mail domain, where anyone can open an account"
+    if item.RemoveAfter and item.ExpirationDate is None:
+        evidence.append(item.ref("RemoveAfter"))
+    evidence.extend(item.ref(prop) for prop in ("ModifiedBy", "LastModifiedBy", "SubmissionID")
+                    if getattr(item, prop))
+    fix_target = f"-Ids {ps_literal(item.Identity)}" if item.Identity else f"-Entries {ps_literal(value)}"
+    return result(Status.FAIL, resource,
+                  f"allow entry for {value} that {expiry}: {why} ({_who(item)})", *evidence,
+                  severity=severity, key=key,
+                  fix=f"Remove-TenantAllowBlockListItems -ListType {list_type} {fix_target}")
+
+
+def _spoof_results(ctx: CheckContext) -> Iterator[Result]:
+    summary = "Tenant Allow/Block List: spoofed senders"
+    if not ctx.available(SPOOF_ITEMS):
+        yield result(Status.NOT_EVALUATED, summary,
+                     f"not evaluated: {SPOOF_ITEMS} was not collected, so spoofed-sender allow "
+                     "entries (which never expire) were not examined",
+                     EvidenceRef(file=f"exo/{SPOOF_ITEMS}.json", pointer="", observed="missing"),
+                     key="spoof")
+        return
+    items = ctx.objects(SPOOF_ITEMS, TenantAllowBlockListSpoofItem)
+    allows = 0
+    for item in items:
+        action = (item.Action or "").strip().lower()
+        if action == "block":
+            continue
+        allows += 1
+        pair = f"{item.SpoofedUser} via {item.SendingInfrastructure}"
+        resource = f"Tenant Allow/Block List: spoofed sender {pair}"
+        key = f"spoof:{item.Identity or pair}"
+        if action != "allow":
+            yield result(Status.WARN, resource,
+                         f"Action {item.Action!r} is neither Allow nor Block; check this pair in "
+                         "the Defender portal", item.ref("Action"), severity=Severity.MEDIUM, key=key)
+            continue
+        internal = (item.SpoofType or "").strip().lower() == "internal"
+        whose = ("the organisation's own domain" if internal else "an outside domain")
+        yield result(Status.FAIL, resource,
+                     f"allows mail from {item.SendingInfrastructure} to claim {item.SpoofedUser}, "
+                     f"{whose} (SpoofType {item.SpoofType}), past spoof intelligence; spoofed-sender "
+                     "allow entries never expire. Behind a gateway such entries often appear when "
+                     "Enhanced Filtering for Connectors is missing; fix that instead",
+                     item.ref("Action"), item.ref("SpoofType"), item.ref("SendingInfrastructure"),
+                     severity=Severity.HIGH if internal else Severity.MEDIUM, key=key,
+                     fix=("Remove-TenantAllowBlockListSpoofItems -Identity Default -Ids "
+                          f"{ps_literal(item.Identity)}") if item.Identity else "")
+    if not allows:
+        yield result(Status.PASS, summary,
+                     f"no spoofed-sender allow entries ({_entries(len(items), 'block')})",
+                     EvidenceRef(file=f"exo/{SPOOF_ITEMS}.json", pointer="", observed=len(items)),
+                     key="spoof", summary=True)
+
+
+@check(
+    id="POL-004",
+    title="The Tenant Allow/Block List lets senders, URLs, files or addresses past filtering",
+    severity=Severity.HIGH,
+    rationale=(
+        "Allow entries in the Tenant Allow/Block List override Microsoft's filtering verdicts for "
+        "the senders, URLs, files, IP addresses or spoofed-sender pairs they name, and behind a "
+        "third-party MX they can let even high-confidence phishing through. An entry that never "
+        "expires is a standing exemption nobody reviews; spoofed-sender allows never expire and "
+        "let named infrastructure send as the organisation."
+    ),
+    remediation=Remediation(
+        "Remove allow entries that are no longer needed; keep the rest expiring (or removed 45 "
+        "days after last use). Prefer reporting misjudged mail to Microsoft. Replace spoofed-"
+        "sender allows for the gateway's infrastructure with Enhanced Filtering for Connectors.",
+        "Get-TenantAllowBlockListItems -ListType Sender -Allow |\n"
+        "    Format-List Value,ExpirationDate,ModifiedBy,Notes\n"
+        "Remove-TenantAllowBlockListItems -ListType Sender -Ids \"<Identity>\"\n"
+        "Remove-TenantAllowBlockListSpoofItems -Identity Default -Ids \"<Identity>\"",
+    ),
+    requires=tuple(key for key, _, _ in TABL_LISTS),
+    uses=(SPOOF_ITEMS, ACCEPTED_DOMAINS),
+    references=(MS_TABL, MS_TABL_EMAIL, MS_NEW_TABL, MS_EFC),
+    mappings=Mappings(attack=("T1685", "T1562.001", "T1566")),
+    legitimate=(
+        "Block entries, allow entries that have expired, and phishing-simulation URLs of the "
+        "advanced delivery policy (Microsoft's mechanism for third-party simulations)."
+    ),
+)
+def tenant_allow_block_list(ctx: CheckContext) -> Iterator[Result]:
+    for key, list_type, label in TABL_LISTS:
+        items = ctx.objects(key, TenantAllowBlockListItem)
+        allows = 0
+        for item in items:
+            action = (item.Action or "").strip().lower()
+            if action == "block":
+                continue
+            allows += 1
+            if action == "allow":
+                yield _tabl_allow(ctx, item, list_type)
+            else:
+                yield result(Status.WARN, f"Tenant Allow/Block List: {list_type} {item.Value}",
+                             f"Action {item.Action!r} is neither Allow nor Block; check this entry",
+                             item.ref("Action"), severity=Severity.MEDIUM,
+                             key=f"{list_type}:{item.Identity or item.Value}")
+        if not allows:
+            yield result(Status.PASS, f"Tenant Allow/Block List: {label}",
+                         f"no allow entries ({_entries(len(items), 'block')})",
+                         EvidenceRef(file=f"exo/{key}.json", pointer="", observed=len(items)),
+                         key=list_type, summary=True)
+    yield from _spoof_results(ctx)
+
+
+@dataclass(frozen=True)
+class RemoteDomains:
+    """The tenant's remote domains, and which one governs mail to a given domain."""
+
+    domains: tuple[RemoteDomain, ...]
+
+    @property
+    def default(self) -> RemoteDomain | None:
+        return next((d for d in self.domains if (d.DomainName or "").strip() == "*"), None)
+
+    def governing(self, domain: str) -> RemoteDomain | None:
+        """The remote domain Exchange Online applies to ``domain``: the one naming it, else the
+        longest ``*.suffix`` covering it, else the default ``*``."""
+        domain = domain.strip().lower().rstrip(".")
+        best: RemoteDomain | None = None
+        for candidate in self.domains:
+            name = (candidate.DomainName or "").strip().lower().rstrip(".")
+            if name == domain:
+                return candidate
+            if name.startswith("*.") and (domain == name[2:] or domain.endswith(name[1:])) and (
+                    best is None or len(name) > len(best.DomainName or "")):
+                best = candidate
+        return best or self.default
+
+    def forwarding_allowed(self) -> list[RemoteDomain]:
+        """Remote domains other than the default that allow automatic forwarding."""
+        return [d for d in self.domains
+                if (d.DomainName or "").strip() != "*" and d.AutoForwardEnabled is not False]
+
+
+def _remote_label(domain: RemoteDomain) -> str:
+    return f"remote domain {domain.display_name} ({domain.DomainName})"
+
+
+@dataclass(frozen=True)
+class ForwardingGate:
+    """Whether Exchange Online lets automatic forwarding to one outside domain leave."""
+
+    blocked: bool | None  # None: the evidence cannot tell
+    reason: str
+    evidence: tuple[EvidenceRef, ...] = ()
+
+
+def forwarding_gate(ctx: CheckContext, domain: str) -> ForwardingGate:
+    """Combine the two controls Microsoft documents: automatic forwarding to ``domain`` leaves
+    only if the outbound spam policy and the governing remote domain both allow it (the block
+    wins). The check must declare Get-HostedOutboundSpamFilterPolicy and Get-RemoteDomain."""
+    policies = (ctx.objects(OUTBOUND_POLICIES, HostedOutboundSpamFilterPolicy)
+                if ctx.available(OUTBOUND_POLICIES) else None)
+    if policies and all((p.AutoForwardingMode or "").lower() in FORWARDING_BLOCKED for p in policies):
+        return ForwardingGate(True, "every outbound spam policy sets AutoForwardingMode Off or "
+                              "Automatic (Off, per Microsoft), so Exchange Online refuses it (NDR "
+                              "5.7.520)", tuple(p.ref("AutoForwardingMode") for p in policies))
+    governing = None
+    if ctx.available(REMOTE_DOMAINS):
+        governing = RemoteDomains(ctx.objects(REMOTE_DOMAINS, RemoteDomain)).governing(domain)
+        if governing is not None and governing.AutoForwardEnabled is False:
+            return ForwardingGate(True, f"{_remote_label(governing)} sets AutoForwardEnabled False, "
+                                  "so Exchange Online drops it", (governing.ref("AutoForwardEnabled"),))
+    if not policies or governing is None:
+        missing = [key for key, known in ((OUTBOUND_POLICIES, policies), (REMOTE_DOMAINS, governing))
+                   if not known]
+        return ForwardingGate(None, "whether Exchange Online lets it leave could not be judged ("
+                              f"{' and '.join(missing)}: not collected, or no policy or Default "
+                              "remote domain in it)")
+    opener = next(p for p in policies if (p.AutoForwardingMode or "").lower() not in FORWARDING_BLOCKED)
+    return ForwardingGate(False, f"outbound spam policy {opener.display_name} sets AutoForwardingMode "
+                          f"{opener.AutoForwardingMode} and {_remote_label(governing)} allows "
+                          "automatic forwarding", (opener.ref("AutoForwardingMode"),
+                                                   governing.ref("AutoForwardEnabled")))
+
+
+def _forwarding_verdict(ctx: CheckContext, policy: HostedOutboundSpamFilterPolicy, mode: str,
+                        scope: str) -> Result:
+    """One outbound spam policy that does not say Off, judged together with the remote domains."""
+    name = policy.display_name
+    resource = f"outbound spam policy {name}"
+    fix = f"Set-HostedOutboundSpamFilterPolicy -Identity {ps_literal(name)} -AutoForwardingMode Off"
+    setting = policy.ref("AutoForwardingMode")
+    automatic = mode == "automatic"
+    if not ctx.available(REMOTE_DOMAINS):
+        if automatic:
+            return result(Status.PASS, resource,
+                          "AutoForwardingMode Automatic, which Microsoft documents as Off in every "
+                          "organisation (remote domains were not collected; set Off explicitly for "
+                          "clarity)", setting, key=name)
+        return result(Status.WARN, resource,
+                      f"AutoForwardingMode {policy.AutoForwardingMode} does not block external "
+                      f"automatic forwarding ({scope}); remote domains were not collected, and the "
+                      "Default remote domain allows it unless changed", setting,
+                      severity=Severity.MEDIUM, key=name, fix=fix)
+    remote = RemoteDomains(ctx.objects(REMOTE_DOMAINS, RemoteDomain))
+    default = remote.default
+    open_domains = [d for d in remote.forwarding_allowed()
+                    if ctx.gateway.archive_owner((d.DomainName or "").lstrip("*.")) is None]
+    if default is None:
+        return result(Status.WARN, resource,
+                      f"AutoForwardingMode {policy.AutoForwardingMode} does not block external "
+                      "automatic forwarding, and the export holds no Default (*) remote domain to "
+                      "tell whether remote domains do", setting, severity=Severity.MEDIUM,
+                      key=name, fix=fix)
+    if default.AutoForwardEnabled is not False:
+        evidence = (setting, default.ref("AutoForwardEnabled"))
+        if automatic:
+            return result(Status.WARN, resource,
+                          f"AutoForwardingMode Automatic and {_remote_label(default)} allows "
+                          "automatic forwarding: Microsoft's Defender documentation says Automatic "
+                          "now means Off in every organisation, but the Set-HostedOutbound"
+                          "SpamFilterPolicy reference says tenants that used it in 2021 may still "
+                          "treat it as On; set Off explicitly", *evidence, severity=Severity.LOW,
+                          key=name, fix=fix)
+        return result(Status.FAIL, resource,
+                      f"AutoForwardingMode {policy.AutoForwardingMode} and {_remote_label(default)} "
+                      "allows automatic forwarding: inbox rules and mailbox forwarding can send "
+                      f"mail to any outside address ({scope})", *evidence, key=name, fix=fix)
+    if open_domains and not automatic:
+        listed = ", ".join(str(d.DomainName) for d in open_domains)
+        return result(Status.WARN, resource,
+                      f"AutoForwardingMode {policy.AutoForwardingMode}; the Default remote domain "
+                      f"blocks automatic forwarding, but remote domains allow it to {listed} "
+                      "(confirm these are approved partners)", setting,
+                      *(d.ref("AutoForwardEnabled") for d in open_domains),
+                      severity=Severity.LOW, key=name, fix=fix)
+    blocked_by = "the policy (Automatic means Off) and " if automatic else ""
+    return result(Status.PASS, resource,
+                  f"AutoForwardingMode {policy.AutoForwardingMode}, but {blocked_by}"
+                  f"{_remote_label(default)} blocks automatic forwarding to every domain without a "
+                  "remote domain of its own" + ("" if automatic else
+                                                "; one control is left, set AutoForwardingMode Off too"),
+                  setting, default.ref("AutoForwardEnabled"), key=name)
+
+
+@check(
+    id="POL-005",
+    title="Automatic forwarding of mail to outside addresses is allowed",
+    severity=Severity.HIGH,
+    rationale=(
+        "Inbox rules and mailbox forwarding copy every matching message to the address they "
+        "name; after an account compromise this is the standard way to keep reading its mail. "
+        "Exchange Online lets automatic forwarding to an outside domain leave only when both "
+        "the outbound spam policy (AutoForwardingMode) and the remote domain governing that "
+        "domain (AutoForwardEnabled) allow it: a block in either wins. The gateway does not "
+        "stop it: the forwarded copy is the organisation's own outbound mail."
+    ),
+    remediation=Remediation(
+        "Set AutoForwardingMode Off in every outbound spam policy (Automatic is documented as "
+        "Off, but an explicit Off removes doubt) and AutoForwardEnabled False on the Default "
+        "remote domain. Allow approved partner domains with a remote domain of their own.",
+        "Set-HostedOutboundSpamFilterPolicy -Identity Default -AutoForwardingMode Off\n"
+        "Set-RemoteDomain -Identity Default -AutoForwardEnabled $false",
+    ),
+    requires=(OUTBOUND_POLICIES,),
+    uses=(REMOTE_DOMAINS,),
+    references=(MS_FORWARDING, MS_OUTBOUND_POLICY, MS_REMOTE_DOMAINS, MITRE_FORWARDING_RULE),
+    mappings=Mappings(attack=("T1114.003",), cis=("6.2.1",), scuba=("MS.EXO.1.1v2",)),
+    legitimate=(
+        "AutoForwardingMode Off; AutoForwardingMode On (or Automatic) while the Default remote "
+        "domain blocks automatic forwarding, which is Microsoft's documented way to allow only "
+        "partner domains; remote domains of known archive services."
+    ),
+)
+def external_auto_forwarding(ctx: CheckContext) -> Iterator[Result]:
+    policies = ctx.objects(OUTBOUND_POLICIES, HostedOutboundSpamFilterPolicy)
+    for policy in policies:
+        name = policy.display_name
+        mode = (policy.AutoForwardingMode or "").strip().lower()
+        if not mode:
+            yield result(Status.NOT_EVALUATED, f"outbound spam policy {name}",
+                         "not evaluated: the export does not contain AutoForwardingMode",
+                         policy.ref("AutoForwardingMode"), key=name)
+        elif mode == "off":
+            yield result(Status.PASS, f"outbound spam policy {name}",
+                         "AutoForwardingMode Off: Exchange Online refuses automatic forwarding to "
+                         "outside addresses (NDR 5.7.520)", policy.ref("AutoForwardingMode"), key=name)
+        else:
+            yield _forwarding_verdict(ctx, policy, mode, _policy_scope(policy.IsDefault, "outbound spam"))
+    if not policies:
+        yield result(Status.NOT_EVALUATED, "outbound spam policies",
+                     "not evaluated: the export holds no outbound spam policy (every tenant has a "
+                     "Default one, so the export is incomplete)", key="none")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where journal reports go, and whether that place is known to belong to the organisation
+    or to an archive service."""
+
+    address: str | None  # None: a recipient name the evidence cannot resolve
+    known: bool
+    detail: str
+    evidence: tuple[EvidenceRef, ...] = ()
+
+
+def _journal_routes(ctx: CheckContext, domain: str) -> Iterable[tuple[OutboundConnector, str]]:
+    """Enabled outbound connectors scoped to ``domain`` (not to every domain) and their hosts."""
+    if not ctx.available("Get-OutboundConnector"):
+        return
+    for conn in ctx.objects("Get-OutboundConnector", OutboundConnector):
+        if conn.Enabled is False:
+            continue
+        for entry in conn.RecipientDomains:
+            name = sender_domain_entry(entry)[0]
+            if name == domain or (name.startswith("*.") and domain.endswith(name[1:])):
+                for host in conn.SmartHosts:
+                    yield conn, host
+                break
+
+
+def _destination(ctx: CheckContext, value: str) -> Destination:
+    address = smtp_address(value)
+    if address is None:
+        return Destination(None, False, f"{value!r} names a recipient (a mail contact or mail user), "
+                           "not an address, and the evidence does not show its address")
+    domain = address_domain(address)
+    if ctx.is_internal_address(address):
+        return Destination(address, True, "inside the organisation's accepted domains")
+    owner = ctx.gateway.archive_owner(domain)
+    if owner is not None:
+        return Destination(address, True, f"a known archive or journaling service of {owner.vendor} "
+                           f"(profile {owner.id}); confirm it is the organisation's own account")
+    own_subdomain = any(domain.endswith("." + (d.DomainName or "").lower().rstrip("."))
+                        for d in ctx.accepted_domains if d.DomainName)
+    for conn, host in _journal_routes(ctx, domain):
+        owner = ctx.gateway.archive_owner(host)
+        if owner is None and own_subdomain:
+            # Mimecast's documented pattern: journal.<own domain>, relayed to the gateway.
+            owner = next((p for p in ctx.gateway.active if p.matches_smart_host(host)), None)
+        if owner is not None:
+            return Destination(address, True, f"relayed by outbound connector '{conn.display_name}' "
+                               f"to {host}, {owner.vendor}'s; confirm it is the organisation's own "
+                               "account", (conn.ref("SmartHosts"),))
+    return Destination(address, False, f"{domain} is outside the accepted domains and is no known "
+                       "archive service (name the organisation's archive in a --gateway-file "
+                       "profile's archive_domains)")
+
+
+def _journal_rule(ctx: CheckContext, rule: JournalRule) -> Result:
+    name = rule.display_name
+    resource = f"journal rule {name}"
+    target = (rule.JournalEmailAddress or "").strip()
+    if not target:
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export does not contain JournalEmailAddress",
+                      rule.ref("JournalEmailAddress"), key=name)
+    everyone = not (rule.Recipient or "").strip()
+    scope = rule.Scope or "Global"
+    what = (f"all mail (Scope {scope})" if everyone
+            else f"mail to or from {rule.Recipient} (Scope {scope})")
+    destination = _destination(ctx, target)
+    evidence = (rule.ref("JournalEmailAddress"), *destination.evidence)
+    if rule.Enabled is False:
+        return result(Status.PASS, resource, f"disabled (it would journal {what} to {target})",
+                      rule.ref("Enabled"), *evidence, key=name)
+    if destination.known:
+        return result(Status.PASS, resource,
+                      f"journals {what} to {destination.address}: {destination.detail}",
+                      *evidence, key=name)
+    fix = f"Disable-JournalRule -Identity {ps_literal(name)} -Confirm:$false"
+    if destination.address is None:
+        return result(Status.WARN, resource,
+                      f"journals {what} to {destination.detail}; resolve it with Get-Recipient to "
+                      "see whether it is outside the organisation", *evidence,
+                      severity=Severity.MEDIUM, key=name)
+    return result(Status.FAIL, resource,
+                  f"sends a copy of {what} to {destination.address}: {destination.detail}",
+                  *evidence, rule.ref("Recipient"),
+                  severity=Severity.CRITICAL if everyone else Severity.HIGH, key=name, fix=fix)
+
+
+NDR_FIX = "Set-TransportConfig -JournalingReportNdrTo \"<dedicated mailbox in the organisation>\""
+
+
+def _journal_ndr(ctx: CheckContext) -> Result:
+    resource = "journal NDR mailbox (JournalingReportNdrTo)"
+    if not ctx.available("Get-TransportConfig"):
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: Get-TransportConfig was not collected",
+                      EvidenceRef(file="exo/Get-TransportConfig.json", pointer="", observed="missing"),
+                      key="ndr")
+    configs = ctx.objects("Get-TransportConfig", TransportConfig)
+    if not configs:
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export holds no transport config object", key="ndr")
+    config = configs[0]
+    value = (config.JournalingReportNdrTo or "").strip()
+    if value in ("", "<>"):
+        return result(Status.PASS, resource, "not set: undeliverable journal reports are retried, "
+                      "not sent elsewhere", config.ref("JournalingReportNdrTo"), key="ndr")
+    destination = _destination(ctx, value)
+    evidence = (config.ref("JournalingReportNdrTo"), *destination.evidence)
+    if destination.known:
+        return result(Status.PASS, resource,
+                      f"undeliverable journal reports go to {destination.address}: {destination.detail}",
+                      *evidence, key="ndr")
+    if destination.address is None:
+        return result(Status.WARN, resource, f"undeliverable journal reports go to {destination.detail}",
+                      *evidence, severity=Severity.MEDIUM, key="ndr")
+    return result(Status.FAIL, resource,
+                  f"undeliverable journal reports, full copies of journaled mail, go to "
+                  f"{destination.address}: {destination.detail}", *evidence, severity=Severity.HIGH,
+                  key="ndr", fix=NDR_FIX)
+
+
+@check(
+    id="POL-006",
+    title="Journal reports go outside the organisation to an unknown destination",
+    severity=Severity.HIGH,
+    rationale=(
+        "A journal rule sends a copy of every message it matches, as an attachment to a journal "
+        "report, to its JournalEmailAddress; undeliverable reports go to the JournalingReportNdrTo "
+        "mailbox. Archive services (the gateway vendor's included) rely on this, but pointed at "
+        "any other outside address it is a silent, complete copy of the organisation's mail that "
+        "no user or gateway policy notices."
+    ),
+    remediation=Remediation(
+        "Confirm every outside journal destination is the organisation's archive account and "
+        "name its domain in a --gateway-file profile (archive_domains); disable any other rule "
+        "and find out who created it (audit log: New-JournalRule, Set-TransportConfig).",
+        "Get-JournalRule | Format-List Name,Enabled,Scope,Recipient,JournalEmailAddress\n"
+        "Disable-JournalRule -Identity \"<rule name>\"\n"
+        "Set-TransportConfig -JournalingReportNdrTo \"<dedicated mailbox in the organisation>\"",
+    ),
+    requires=("Get-JournalRule", ACCEPTED_DOMAINS),
+    uses=("Get-TransportConfig", "Get-OutboundConnector"),
+    references=(MS_NEW_JOURNAL_RULE, MS_TRANSPORT_CONFIG, MIMECAST_JOURNALING, CLOUDFLARE_JOURNALING),
+    mappings=Mappings(attack=("T1114.003", "T1020")),
+    legitimate=(
+        "Journal rules and journal NDR mailboxes inside the accepted domains; journal addresses "
+        "of a known archive service (archive_domains of the shipped profiles or the user's "
+        "--gateway-file profile); Mimecast's journal.<own domain> address when an outbound "
+        "connector relays it to the archive or the gateway; disabled rules."
+    ),
+)
+def external_journaling(ctx: CheckContext) -> Iterator[Result]:
+    rules = ctx.objects("Get-JournalRule", JournalRule)
+    for rule in rules:
+        yield _journal_rule(ctx, rule)
+    if not rules:
+        yield result(Status.PASS, "journal rules", "the organisation has no journal rules",
+                     EvidenceRef(file="exo/Get-JournalRule.json", pointer="", observed=0),
+                     key="none", summary=True)
+    yield _journal_ndr(ctx)
+
+
 CHECKS = (
     connection_filter_allow_list,
+    connection_filter_safe_list,
+    anti_spam_allowed_senders,
+    tenant_allow_block_list,
+    external_auto_forwarding,
+    external_journaling,
 )

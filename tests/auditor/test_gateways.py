@@ -130,3 +130,51 @@ def test_shipped_profiles_need_sources(make_export: Callable[..., Path]) -> None
             "mx_patterns": ["mx.example"]}
     with pytest.raises(ProfileError, match=r"mx_patterns has no \[sources.mx_patterns\]"):
         parse_profile(data, "builtin:x.toml", strict=True)
+
+
+@pytest.mark.parametrize(("domain", "owner"), [
+    ("mas.barracudanetworks.com", "barracuda"),
+    ("journaling.mxrecord.io", "cloudflare"),
+    ("journaling.mailstream-eu1.mxrecord.io", "cloudflare"),
+    ("mail.cmd.cisco.com", "cisco"),
+    ("us-smtp-journal-1.mimecast.com", "mimecast"),
+    ("us.earchive.cloud", "proofpoint-essentials"),
+])
+def test_shipped_archive_domains_name_their_vendor(domain: str, owner: str) -> None:
+    context = resolve_gateway(EvidenceStore({}), PROFILES)
+    found = context.archive_owner(domain)
+    assert found is not None and found.id == owner
+
+
+@pytest.mark.parametrize("domain", ["exfil.example", "mimecast.com.exfil.example",
+                                    "barracudanetworks.com", "mxrecord.io"])
+def test_other_domains_are_no_known_archive(domain: str) -> None:
+    assert resolve_gateway(EvidenceStore({}), PROFILES).archive_owner(domain) is None
+
+
+def test_a_user_profile_documents_its_own_archive(tmp_path: Path) -> None:
+    path = tmp_path / "archive.toml"
+    path.write_text('schema_version = 1\nid = "vault"\nname = "Vault"\nvendor = "Fabrikam"\n'
+                    'archive_domains = ["*.vault.fabrikam.example"]\n')
+    profile = load_profile_file(path)
+    context = resolve_gateway(EvidenceStore({}), PROFILES, user_profile=profile)
+    owner = context.archive_owner("contoso.vault.fabrikam.example")
+    assert owner is not None and owner.id == "vault"
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.com", "*.*", "example", "arch ive.example", "a.*"])
+def test_an_archive_pattern_that_could_match_anything_is_refused(tmp_path: Path, pattern: str) -> None:
+    path = tmp_path / "archive.toml"
+    path.write_text('schema_version = 1\nid = "x"\nname = "n"\nvendor = "v"\n'
+                    f'archive_domains = ["{pattern}"]\n')
+    with pytest.raises(ProfileError, match="archive_domains"):
+        load_profile_file(path)
+
+
+def test_shipped_archive_domains_need_a_source() -> None:
+    from auditor.gateways import parse_profile
+
+    data = {"schema_version": 1, "id": "x", "name": "n", "vendor": "v",
+            "archive_domains": ["journal.archive.example"]}
+    with pytest.raises(ProfileError, match=r"archive_domains has no \[sources.archive_domains\]"):
+        parse_profile(data, "builtin:x.toml", strict=True)
