@@ -150,16 +150,35 @@ class TransportRule(ExoObject):
     SubjectOrBodyContainsWords: tuple[str, ...] = multi()
     SubjectMatchesPatterns: tuple[str, ...] = multi()
     SubjectOrBodyMatchesPatterns: tuple[str, ...] = multi()
+    ExceptIfFrom: tuple[str, ...] = multi()
+    ExceptIfFromMemberOf: tuple[str, ...] = multi()
+    ExceptIfFromAddressContainsWords: tuple[str, ...] = multi()
+    ExceptIfFromAddressMatchesPatterns: tuple[str, ...] = multi()
+    ExceptIfSentTo: tuple[str, ...] = multi()
+    ExceptIfSentToMemberOf: tuple[str, ...] = multi()
+    ExceptIfRecipientDomainIs: tuple[str, ...] = multi(SPLIT)
+    ExceptIfHeaderContainsMessageHeader: str | None = prop()
+    ExceptIfHeaderContainsWords: tuple[str, ...] = multi()
+    ExceptIfHeaderMatchesMessageHeader: str | None = prop()
+    ExceptIfHeaderMatchesPatterns: tuple[str, ...] = multi()
+    ExceptIfSubjectContainsWords: tuple[str, ...] = multi()
+    ExceptIfSubjectOrBodyContainsWords: tuple[str, ...] = multi()
+    ExceptIfSubjectMatchesPatterns: tuple[str, ...] = multi()
+    ExceptIfSubjectOrBodyMatchesPatterns: tuple[str, ...] = multi()
     SetSCL: int | None = prop()
     SetHeaderName: str | None = prop()
     SetHeaderValue: str | None = prop()
     RemoveHeader: str | None = prop()
+    PrependSubject: str | None = prop()
+    ApplyHtmlDisclaimerText: str | None = prop()
     RedirectMessageTo: tuple[str, ...] = multi()
     BlindCopyTo: tuple[str, ...] = multi()
     AddToRecipients: tuple[str, ...] = multi()
     CopyTo: tuple[str, ...] = multi()
     RouteMessageOutboundConnector: str | None = prop()
     RejectMessageReasonText: str | None = prop()
+    RejectMessageEnhancedStatusCode: str | None = prop()
+    SmtpRejectMessageRejectText: str | None = prop()
     DeleteMessage: bool | None = prop()
     Quarantine: bool | None = prop()
     StopRuleProcessing: bool | None = prop()
@@ -195,6 +214,8 @@ class InboundConnector(ExoObject):
     EFTestMode: bool | None = prop()
     WhenChanged: datetime | None = prop()
     WhenCreated: datetime | None = prop()
+    WhenChangedUTC: datetime | None = prop()
+    WhenCreatedUTC: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +238,9 @@ class OutboundConnector(ExoObject):
     CloudServicesMailEnabled: bool | None = prop()
     TestMode: bool | None = prop()
     WhenChanged: datetime | None = prop()
+    WhenCreated: datetime | None = prop()
+    WhenChangedUTC: datetime | None = prop()
+    WhenCreatedUTC: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,10 +260,12 @@ class AcceptedDomain(ExoObject):
 class RemoteDomain(ExoObject):
     CMDLET: ClassVar[str] = "Get-RemoteDomain"
     Name: str | None = prop()
+    Identity: str | None = prop()
     DomainName: str | None = prop()
     AutoForwardEnabled: bool | None = prop()
     IsInternal: bool | None = prop()
     TrustedMailInboundEnabled: bool | None = prop()
+    WhenChanged: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,6 +326,7 @@ class HostedOutboundSpamFilterPolicy(ExoObject):
 class JournalRule(ExoObject):
     CMDLET: ClassVar[str] = "Get-JournalRule"
     Name: str | None = prop()
+    Identity: str | None = prop()
     Enabled: bool | None = prop()
     JournalEmailAddress: str | None = prop()
     Scope: str | None = prop(ENUM)
@@ -327,14 +354,39 @@ class TenantAllowBlockListItem(ExoObject):
     Notes: str | None = prop()
     SubmissionID: str | None = prop()
     ModifiedBy: str | None = prop()
+    LastModifiedBy: str | None = prop()
     ExpirationDate: datetime | None = prop()
+    NoExpiration: bool | None = prop()
+    RemoveAfter: int | None = prop()  # 45: removed 45 days after the entry last matched
+    LastUsedDate: datetime | None = prop()
+    SysManaged: bool | None = prop()
     LastModifiedDateTime: datetime | None = prop()
     CreatedDateTime: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TenantAllowBlockListSpoofItem(ExoObject):
+    """A spoofed-sender pair. The cmdlet types Action and SpoofType as plain strings, so they
+    are read as text: an unexpected value is reported by the check, never dropped."""
+
+    CMDLET: ClassVar[str] = "Get-TenantAllowBlockListSpoofItems"
+    Identity: str | None = prop()
+    SpoofedUser: str | None = prop()
+    SendingInfrastructure: str | None = prop()
+    SpoofType: str | None = prop()
+    Action: str | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mailbox(ExoObject):
     CMDLET: ClassVar[str] = "Get-Mailbox"
+    Identity: str | None = prop()
+    Name: str | None = prop()
+    Alias: str | None = prop()
+    Guid: str | None = prop()
+    ExternalDirectoryObjectId: str | None = prop()
+    DistinguishedName: str | None = prop()
+    LegacyExchangeDN: str | None = prop()
     UserPrincipalName: str | None = prop()
     PrimarySmtpAddress: str | None = prop()
     DisplayName: str | None = prop()
@@ -356,10 +408,14 @@ class InboxRule(ExoObject):
     ForwardAsAttachmentTo: tuple[str, ...] = multi()
     RedirectTo: tuple[str, ...] = multi()
     DeleteMessage: bool | None = prop()
+    SoftDeleteMessage: bool | None = prop()
     MoveToFolder: str | None = prop()
     MarkAsRead: bool | None = prop()
     SubjectContainsWords: tuple[str, ...] = multi()
+    BodyContainsWords: tuple[str, ...] = multi()
     SubjectOrBodyContainsWords: tuple[str, ...] = multi()
+    FromAddressContainsWords: tuple[str, ...] = multi()
+    HeaderContainsWords: tuple[str, ...] = multi()
     From: tuple[str, ...] = multi()
     StopProcessingRules: bool | None = prop()
 

@@ -1,13 +1,17 @@
-"""Judgements several checks share: is a rule in force, who can satisfy its conditions,
-which inbound connectors lock the tenant to the gateway. Pure functions over models."""
+"""Judgements several checks share: is a rule in force, who can satisfy its conditions and
+exceptions, which rules and connectors lock the tenant to the gateway, what a rule protects,
+who can write a header, how an IP range compares with the gateway's. Pure functions over
+models."""
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from auditor.engine import ps_literal
-from auditor.gateways import GatewayContext
+from auditor.engine import Severity, ps_literal
+from auditor.gateways import GatewayContext, GatewayProfile
 from auditor.models import EvidenceRef, InboundConnector, TransportRule
 from auditor.netutil import IpRange
 from auditor.values import sender_domain_entry
@@ -35,6 +39,10 @@ CONDITION_PROPERTIES: dict[str, tuple[str, ...]] = {
     "SubjectOrBodyContains": ("SubjectOrBodyContainsWords",),
     "SubjectMatches": ("SubjectMatchesPatterns",),
     "SubjectOrBodyMatches": ("SubjectOrBodyMatchesPatterns",),
+}
+# The same predicates used as exceptions (ExceptIf<property>).
+EXCEPTION_PROPERTIES: dict[str, tuple[str, ...]] = {
+    name: tuple(f"ExceptIf{p}" for p in props) for name, props in CONDITION_PROPERTIES.items()
 }
 
 
@@ -93,8 +101,19 @@ def predicate_names(rule: TransportRule) -> list[str]:
     """Every condition of a rule: the predicates its ``Conditions`` list names, plus any
     condition property that holds a value (exports made with Select-Object may lack one or
     the other)."""
-    names = [text.rsplit(".", 1)[-1].removesuffix("Predicate") for text in rule.Conditions]
-    for name, props in CONDITION_PROPERTIES.items():
+    return _names(rule.Conditions, CONDITION_PROPERTIES, rule)
+
+
+def exception_names(rule: TransportRule) -> list[str]:
+    """Every exception of a rule, named like its conditions (``ExceptIfHeaderContains...`` is
+    ``HeaderContains``), from the ``Exceptions`` list and the ``ExceptIf*`` properties."""
+    return _names(rule.Exceptions, EXCEPTION_PROPERTIES, rule)
+
+
+def _names(listed: tuple[str, ...], properties: dict[str, tuple[str, ...]],
+           rule: TransportRule) -> list[str]:
+    names = [text.rsplit(".", 1)[-1].removesuffix("Predicate") for text in listed]
+    for name, props in properties.items():
         if name not in names and any(getattr(rule, p, None) for p in props):
             names.append(name)
     return names
@@ -108,16 +127,29 @@ def analyse_conditions(rule: TransportRule, gateway: GatewayContext) -> Conditio
     Everything else (sender, recipients, headers, subject, any condition this tool does not
     model) is something an outsider can write into a message.
     """
-    names = predicate_names(rule)
+    return _analyse(rule, gateway, predicate_names(rule), CONDITION_PROPERTIES,
+                    rule.SenderIpRanges, rule.FromScope, "Conditions")
+
+
+def analyse_exceptions(rule: TransportRule, gateway: GatewayContext) -> ConditionAnalysis:
+    """Classify each exception of a rule by whether an outsider can make it true, which takes
+    the message out of the rule (exceptions are ORed: any one of them suffices)."""
+    return _analyse(rule, gateway, exception_names(rule), EXCEPTION_PROPERTIES,
+                    rule.ExceptIfSenderIpRanges, rule.ExceptIfFromScope, "Exceptions")
+
+
+def _analyse(rule: TransportRule, gateway: GatewayContext, names: list[str],
+             properties: dict[str, tuple[str, ...]], ip_ranges: tuple[str, ...],
+             from_scope: str | None, listing: str) -> ConditionAnalysis:
     conditions: list[Condition] = []
     unknown: list[str] = []
     eop: list[str] = []
     unparsed: list[str] = []
     for name in names:
-        props = CONDITION_PROPERTIES.get(name)
-        evidence = rule.ref(props[0]) if props else rule.ref("Conditions", note=f"{name} condition")
+        props = properties.get(name)
+        evidence = rule.ref(props[0]) if props else rule.ref(listing, note=f"{name} predicate")
         if name == "SenderIpRanges":
-            for text in rule.SenderIpRanges:
+            for text in ip_ranges:
                 try:
                     rng = IpRange.parse(text)
                 except ValueError:
@@ -128,15 +160,14 @@ def analyse_conditions(rule: TransportRule, gateway: GatewayContext) -> Conditio
                     eop.append(text)
                 elif not gateway.covers(rng):
                     unknown.append(text)
-            gated = bool(rule.SenderIpRanges) and not (unknown or eop or unparsed)
+            gated = bool(ip_ranges) and not (unknown or eop or unparsed)
             detail = ("sender IP is one of the gateway's published ranges" if gated
                       else "sender IP ranges include addresses that are not the gateway's")
             conditions.append(Condition(name, not gated, evidence, detail))
         elif name == "FromScope":
-            scope = (rule.FromScope or "").lower()
-            inside = scope == "inorganization"
+            inside = (from_scope or "").lower() == "inorganization"
             conditions.append(Condition(name, not inside, evidence,
-                                        f"sender is {rule.FromScope or 'in any scope'}"))
+                                        f"sender is {from_scope or 'in any scope'}"))
         else:
             readable = ", ".join(
                 str(v) for p in (props or ()) for v in _as_list(getattr(rule, p, None))
@@ -227,19 +258,204 @@ class RuleLock:
     domains: frozenset[str]  # recipient domains it is limited to; empty = all
 
 
-def rule_lock(rule: TransportRule, as_of: datetime) -> RuleLock | None:
-    """A reject/delete rule for outside mail with the gateway's IPs as the exception."""
-    if rule_in_force(rule, as_of) is not None:
-        return None
-    rejects = bool(rule.RejectMessageReasonText) or bool(rule.DeleteMessage) or bool(rule.Quarantine)
+def stops_message(rule: TransportRule) -> bool:
+    """Whether the rule's action keeps the message from its recipients (reject, delete,
+    quarantine)."""
+    return bool(rule.RejectMessageReasonText or rule.RejectMessageEnhancedStatusCode
+                or rule.SmtpRejectMessageRejectText or rule.DeleteMessage or rule.Quarantine)
+
+
+def lock_shape(rule: TransportRule) -> bool:
+    """Shaped like a gateway lock, whether or not it is in force: it stops outside mail
+    (``FromScope NotInOrganization``) unless it comes from listed IPs, and narrows that by
+    nothing but recipients."""
     outside = (rule.FromScope or "").lower() == "notinorganization"
-    if not (rejects and outside and rule.ExceptIfSenderIpRanges):
-        return None
+    if not (stops_message(rule) and outside and rule.ExceptIfSenderIpRanges):
+        return False
     names = predicate_names(rule)
-    narrowing = [n for n in names if n not in ("FromScope", "SentToScope", "RecipientDomainIs")]
-    if narrowing:
+    return not [n for n in names if n not in ("FromScope", "SentToScope", "RecipientDomainIs")]
+
+
+# Exceptions that exempt only mail to some recipients: a lock with them has holes for those
+# recipients, not for every message an outsider sends.
+RECIPIENT_EXCEPTIONS = ("SentTo", "SentToMemberOf", "RecipientDomainIs")
+
+
+def lock_escapes(rule: TransportRule) -> list[str]:
+    """Exceptions of a lock rule that an outsider can meet for any recipient (a header, a
+    sender, a subject word, ...), beside the sender IP ranges it is meant to exempt. Headers
+    Exchange itself writes (X-MS-Exchange-Organization-*) are no escape."""
+    escapes = []
+    for name in exception_names(rule):
+        if name in ("SenderIpRanges", *RECIPIENT_EXCEPTIONS):
+            continue
+        if name == "FromScope" and (rule.ExceptIfFromScope or "").lower() == "inorganization":
+            continue
+        if name == "SentToScope" and (rule.ExceptIfSentToScope or "").lower() == "notinorganization":
+            continue
+        if name in ("HeaderContains", "HeaderMatches") and is_exchange_org_header(
+                getattr(rule, EXCEPTION_PROPERTIES[name][0]) or ""):
+            continue
+        escapes.append(name)
+    return escapes
+
+
+def rule_lock(rule: TransportRule, as_of: datetime) -> RuleLock | None:
+    """A reject/delete rule for outside mail with the gateway's IPs as the exception, in
+    force, and with no exception an outsider can meet at will (RULE-005 says why not)."""
+    if rule_in_force(rule, as_of) is not None or not lock_shape(rule) or lock_escapes(rule):
         return None
     return RuleLock(rule, frozenset(d.lower() for d in rule.RecipientDomainIs))
+
+
+def pre_empting_rules(target: TransportRule, rules: Iterable[TransportRule], as_of: datetime,
+                      gateway: GatewayContext) -> list[TransportRule]:
+    """Rules in force that run before ``target``, stop rule processing and let the message
+    through, on conditions an outsider can meet: mail matching them never reaches ``target``."""
+    if target.Priority is None:
+        return []
+    found = []
+    for other in rules:
+        if other is target or other.Priority is None or other.Priority >= target.Priority:
+            continue
+        if not other.StopRuleProcessing or rule_in_force(other, as_of) is not None:
+            continue
+        if stops_message(other) or analyse_conditions(other, gateway).gated:
+            continue
+        found.append(other)
+    return sorted(found, key=lambda r: r.Priority or 0)
+
+
+@dataclass(frozen=True)
+class Protection:
+    """One action by which a rule protects recipients."""
+
+    what: str
+    evidence: EvidenceRef
+    blocks: bool  # keeps the message from the recipient (not just marks or tags it)
+
+
+def protections(rule: TransportRule) -> tuple[Protection, ...]:
+    """The protective actions of a rule: rejecting, deleting, quarantining, marking as spam,
+    tagging the subject or adding a warning banner."""
+    found = []
+    for prop in ("RejectMessageReasonText", "RejectMessageEnhancedStatusCode",
+                 "SmtpRejectMessageRejectText"):
+        if getattr(rule, prop):
+            found.append(Protection("rejects the message", rule.ref(prop), True))
+            break
+    if rule.DeleteMessage:
+        found.append(Protection("deletes the message", rule.ref("DeleteMessage"), True))
+    if rule.Quarantine:
+        found.append(Protection("quarantines the message", rule.ref("Quarantine"), True))
+    if rule.SetSCL is not None and rule.SetSCL >= 5:
+        found.append(Protection(f"marks it as spam (SCL {rule.SetSCL})", rule.ref("SetSCL"), False))
+    if rule.PrependSubject:
+        found.append(Protection(f"tags the subject with {rule.PrependSubject.strip()!r}",
+                                rule.ref("PrependSubject"), False))
+    if rule.ApplyHtmlDisclaimerText:
+        found.append(Protection("adds a warning banner", rule.ref("ApplyHtmlDisclaimerText"), False))
+    return tuple(found)
+
+
+# Headers Exchange's header firewall removes from mail that enters the organisation from
+# outside: only Exchange (or a trusted on-premises server) can have written them.
+EXCHANGE_ORG_HEADERS = ("x-ms-exchange-organization-", "x-ms-exchange-forest-")
+
+
+def is_exchange_org_header(name: str) -> bool:
+    return name.strip().lower().startswith(EXCHANGE_ORG_HEADERS)
+
+
+def stamp_owner(header: str, gateway: GatewayContext) -> GatewayProfile | None:
+    """The gateway profile (the active one first) whose message stamps include ``header``."""
+    name = header.strip().lower()
+    candidates = [*gateway.active, *(p for p in gateway.known if p not in gateway.active)]
+    for profile in candidates:
+        if profile.deployment == "exchange-online":
+            continue
+        if any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in profile.header_stamps):
+            return profile
+    return None
+
+
+@dataclass(frozen=True)
+class RangeVerdict:
+    """How one IP range of a rule compares with the gateway's published ranges."""
+
+    text: str
+    kind: str  # gateway | wider | exchange-online | other-gateway | unknown | unreadable
+    rng: IpRange | None = None
+    owner: GatewayProfile | None = None
+    extra: int = 0  # addresses in the range that the gateway does not publish
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "gateway"
+
+
+def classify_range(text: str, gateway: GatewayContext) -> RangeVerdict:
+    """Inside the active gateway's published ranges, wider than them, Exchange Online's,
+    another gateway's, nobody's known, or unreadable."""
+    try:
+        rng = IpRange.parse(text)
+    except ValueError:
+        return RangeVerdict(text, "unreadable")
+    if gateway.covers(rng):
+        return RangeVerdict(text, "gateway", rng)
+    owner = gateway.owner(rng)
+    if owner is not None and owner.deployment == "exchange-online":
+        return RangeVerdict(text, "exchange-online", rng, owner, rng.size)
+    inside = _overlap(rng, [r for p in gateway.active for g in p.range_groups for r in g.ranges])
+    if inside:
+        return RangeVerdict(text, "wider", rng, None, rng.size - inside)
+    if owner is not None:
+        return RangeVerdict(text, "other-gateway", rng, owner, rng.size)
+    return RangeVerdict(text, "unknown", rng, None, rng.size)
+
+
+def _overlap(rng: IpRange, ranges: Iterable[IpRange]) -> int:
+    """How many addresses of ``rng`` lie in the union of ``ranges``."""
+    spans = sorted((r.first, r.last) for r in ranges if r.family == rng.family)
+    total, covered_to = 0, rng.first - 1
+    for first, last in spans:
+        low, high = max(first, covered_to + 1, rng.first), min(last, rng.last)
+        if low <= high:
+            total += high - low + 1
+            covered_to = high
+    return total
+
+
+def width_severity(addresses: int, family: int = 4) -> Severity:
+    """How bad it is to trust ``addresses`` extra addresses: more than half a /8 (IPv6 /32)
+    is critical, more than half a /16 (IPv6 /48) high, anything smaller medium."""
+    critical, high = (2 ** 23, 2 ** 15) if family == 4 else (2 ** 95, 2 ** 79)
+    if addresses > critical:
+        return Severity.CRITICAL
+    if addresses > high:
+        return Severity.HIGH
+    return Severity.MEDIUM
+
+
+def smart_host_owner(host: str, gateway: GatewayContext) -> GatewayProfile | None:
+    """The profile a smart host (a name or an IP address) belongs to, active gateways first."""
+    try:
+        rng = IpRange.parse(host)
+    except ValueError:
+        return next((p for p in gateway.active + gateway.known if p.matches_smart_host(host)), None)
+    return next((p for p in gateway.active if p.ip_set.covers(rng)), None) or gateway.owner(rng)
+
+
+def vouched_for(profile: GatewayProfile | None, gateway: GatewayContext) -> bool:
+    """The active gateway's, or the user's own profile file's (theirs to vouch for)."""
+    return profile is not None and (gateway.is_active(profile)
+                                    or not profile.origin.startswith("builtin:"))
+
+
+def gateway_ranges(gateway: GatewayContext) -> list[str]:
+    """The active gateways' published ranges as written in their profiles."""
+    return list(dict.fromkeys(r.text for p in gateway.active for g in p.range_groups
+                              for r in g.ranges))
 
 
 def connector_cidrs(gateway: GatewayContext) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from reports.render import md_url
 
 from .conftest import REPO
 
@@ -24,4 +25,4 @@ def test_every_check_appears_in_the_catalog_with_its_metadata() -> None:
     for item in listed["checks"]:
         assert f"## {item['id']}\n" in text
         for ref in item["references"]:
-            assert f"]({ref['url']})" in text
+            assert f"]({md_url(ref['url'])})" in text
