@@ -363,7 +363,9 @@ def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
 def _rule_result(rule: InboxRule, found: RuleFindings, directory: MailboxDirectory) -> Result:
     owner = rule.MailboxOwnerId or (rule.Identity or "").split("\\", 1)[0] or "unknown"
     owner_mailbox = directory.find(owner)
-    resource = f"inbox rule '{rule.Name or ''}' of mailbox {owner}"
+    # The owner id is a GUID: name the mailbox by its address when the export resolves it.
+    shown = mailbox_label(owner_mailbox) if owner_mailbox else owner
+    resource = f"inbox rule '{rule.Name or ''}' of mailbox {shown}"
     key = rule.Identity or f"{owner}\\{rule.Name}"
     fix = (f"Disable-InboxRule -Identity {ps_literal(rule.Identity)} -Confirm:$false" if rule.Identity
            else f"Disable-InboxRule -Mailbox {ps_literal(owner)} -Identity {ps_literal(rule.Name or '')} "

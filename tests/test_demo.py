@@ -13,19 +13,27 @@ from .conftest import DEMO, audit
 
 EXPECTED = {
     ("CONN-001", "pass", "accepted domain contoso.com"),
-    ("CONN-001", "pass", "accepted domain contoso.onmicrosoft.com"),
     ("CONN-001", "pass", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("CONN-001", "pass", "accepted domain contoso.onmicrosoft.com"),
     ("CONN-001", "pass", "accepted domain northwindtraders.com"),
     ("CONN-002", "pass", "inbound connector Mimecast Inbound"),
-    ("ORG-001", "pass", "organization contoso.onmicrosoft.com"),
-    ("POL-001", "fail", "connection filter policy Default: 203.0.113.0/24"),
-    ("POL-001", "fail", "connection filter policy Default: 198.18.0.0/24"),
-    ("RULE-001", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
-    ("RULE-001", "fail", "transport rule Allow partner newsletters"),
-    ("RULE-001", "fail", "transport rule Skip filtering - gateway scanned header (legacy)"),
-    ("RULE-001", "pass", "transport rule Old vendor allow (disabled)"),
-    ("RULE-002", "pass", "transport rule Executives - copy to assistant"),
-    ("RULE-002", "fail", "transport rule Finance - copy to external records archive"),
+    ("CONN-003", "pass", "inbound connector Mimecast Inbound"),
+    ("CONN-004", "pass", "inbound connector Mimecast Inbound"),
+    ("CONN-005", "pass", "inbound connector Mimecast Inbound"),
+    ("CONN-006", "pass", "outbound connector Legal Partner Outbound"),
+    ("CONN-006", "pass", "outbound connector Outbound to Mimecast"),
+    ("CONN-007", "pass", "inbound connector Mimecast Inbound"),
+    ("CONN-007", "pass", "outbound connector Legal Partner Outbound"),
+    ("CONN-007", "pass", "outbound connector Outbound to Mimecast"),
+    ("CONN-007", "pass", "transport rule Allow partner newsletters"),
+    ("CONN-007", "pass", "transport rule Block executable attachments"),
+    ("CONN-007", "pass", "transport rule Executives - copy to assistant"),
+    ("CONN-007", "pass", "transport rule Finance - copy to external records archive"),
+    ("CONN-007", "pass", "transport rule Legal - route via partner connector"),
+    ("CONN-007", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
+    ("CONN-007", "pass", "transport rule Old vendor allow (disabled)"),
+    ("CONN-007", "pass", "transport rule Skip filtering - gateway scanned header (legacy)"),
+    ("CONN-007", "pass", "transport rule Tag external senders"),
     ("DNS-001", "pass", "domain contoso.com"),
     ("DNS-001", "warn", "domain northwindtraders.com"),
     ("DNS-002", "pass", "domain contoso.com"),
@@ -40,6 +48,37 @@ EXPECTED = {
     ("DNS-006", "fail", "domain northwindtraders.com"),
     ("DNS-007", "pass", "domain contoso.com"),
     ("DNS-007", "warn", "domain northwindtraders.com"),
+    ("GW-001", "warn", "accepted domain contoso.com"),
+    ("GW-001", "warn", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("GW-001", "warn", "accepted domain contoso.onmicrosoft.com"),
+    ("GW-001", "warn", "accepted domain northwindtraders.com"),
+    ("MBX-001", "warn", "mailbox lynne.robbins@contoso.com"),
+    ("MBX-002", "fail", "inbox rule '.' of mailbox lynne.robbins@contoso.com"),
+    ("ORG-001", "pass", "organization contoso.onmicrosoft.com"),
+    ("POL-001", "fail", "connection filter policy Default: 198.18.0.0/24"),
+    ("POL-001", "fail", "connection filter policy Default: 203.0.113.0/24"),
+    ("POL-002", "pass", "connection filter policy Default"),
+    ("POL-003", "fail", "anti-spam policy Default: contoso.com"),
+    ("POL-003", "fail", "anti-spam policy Default: payroll-partner.example"),
+    ("POL-004", "pass", "Tenant Allow/Block List: IP addresses"),
+    ("POL-004", "pass", "Tenant Allow/Block List: URLs"),
+    ("POL-004", "fail", "Tenant Allow/Block List: allow Sender payroll-partner.example"),
+    ("POL-004", "pass", "Tenant Allow/Block List: files"),
+    ("POL-004", "pass", "Tenant Allow/Block List: spoofed senders"),
+    ("POL-005", "pass", "outbound spam policy Default"),
+    ("POL-006", "pass", "journal NDR mailbox (JournalingReportNdrTo)"),
+    ("POL-006", "pass", "journal rule Journal to Mimecast archive"),
+    ("RULE-001", "fail", "transport rule Allow partner newsletters"),
+    ("RULE-001", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
+    ("RULE-001", "pass", "transport rule Old vendor allow (disabled)"),
+    ("RULE-001", "fail", "transport rule Skip filtering - gateway scanned header (legacy)"),
+    ("RULE-002", "pass", "transport rule Executives - copy to assistant"),
+    ("RULE-002", "fail", "transport rule Finance - copy to external records archive"),
+    ("RULE-003", "fail", "transport rule Skip filtering - gateway scanned header (legacy)"),
+    ("RULE-004", "pass", "transport rules"),
+    ("RULE-005", "pass", "transport rules"),
+    ("RULE-006", "pass", "transport rule Legal - route via partner connector"),
+    ("RULE-007", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
 }
 
 
@@ -77,9 +116,10 @@ def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path
     for text in ("Allow partner newsletters", "finance-archive@fabrikam-records.example",
                  "203.0.113.0/24", "Mimecast Email Security"):
         assert text in html and text in markdown
-    assert data["summary"]["by_status"]["fail"] == 7
+    assert data["summary"]["by_status"]["fail"] == 12
     assert data["summary"]["by_status"]["not_evaluated"] == 0
-    evidence = next(f for f in data["findings"] if f["resource"].endswith("Allow partner newsletters"))
+    evidence = next(f for f in data["findings"] if f["check_id"] == "RULE-001"
+                    and f["resource"].endswith("Allow partner newsletters"))
     assert evidence["evidence"][0] == {"source": "exo/Get-TransportRule.json", "pointer": "/1/SetSCL",
                                        "property": "SetSCL", "observed": "-1", "note": None}
 

@@ -172,7 +172,7 @@ def test_mbx002_sample_bec_rule_is_high_and_names_the_owner(make_export: MakeExp
     findings = _mbx002(make_export, _sample("Get-InboxRule"), **{"Get-Mailbox": _sample("Get-Mailbox")})
     finding = _only(findings)  # the Junk E-mail rule is left alone
     assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
-    assert finding.resource == f"inbox rule '.' of mailbox {LYNNE}"
+    assert finding.resource == "inbox rule '.' of mailbox lynne.robbins@contoso.com"
     assert "lynne.robbins@contoso.com" in finding.message
     assert "drop@attacker.example" in finding.message and "RSS Subscriptions" in finding.message
     assert _points_at(finding, RULES, "/value/1/RedirectTo/0")
