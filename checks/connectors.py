@@ -154,6 +154,12 @@ def _user_documented(profile: GatewayProfile) -> bool:
     references=(MS_THIRD_PARTY, MS_NEW_INBOUND, MIMECAST_LOCKDOWN),
     mappings=Mappings(attack=("T1566", "T1684.002", "T1672")),
     needs_gateway=True,
+    legitimate=(
+        "An enabled Partner connector for sender domains * restricted to the gateway's published "
+        "IP ranges or its certificate (what Microsoft's and the vendors' lockdown guides "
+        "describe) passes for every accepted domain it covers; a transport-rule-only lock is a "
+        "warning, not a failure; outbound-only domains receive nothing."
+    ),
 )
 def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
     verdicts = [connector_lock(c, ctx.gateway) for c in ctx.inbound_connectors]
@@ -250,6 +256,11 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
     references=(MS_NEW_INBOUND, MS_THIRD_PARTY),
     mappings=Mappings(attack=("T1685", "T1562.001")),
     needs_gateway=True,
+    legitimate=(
+        "An enabled gateway connector; a disabled connector that names no gateway address or "
+        "certificate (a leftover of another service) is not this check's concern (CONN-004 judges "
+        "what it would admit)."
+    ),
 )
 def gateway_connector_enabled(ctx: CheckContext) -> Iterator[Result]:
     found = False

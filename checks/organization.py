@@ -39,6 +39,11 @@ MS_SET_ORG = Reference(
     uses=("Get-TransportRule",),
     references=(MS_DIRECT_SEND, MS_SET_ORG),
     mappings=Mappings(attack=("T1684.002", "T1672", "T1566"), cis=("6.5.5",)),
+    legitimate=(
+        "RejectDirectSend on; or Direct Send allowed while a Partner connector lock covers every "
+        "accepted domain (Exchange Online then refuses outside mail that does not come through the "
+        "gateway, so Direct Send is no way around it)."
+    ),
 )
 def reject_direct_send(ctx: CheckContext) -> Iterator[Result]:
     org = ctx.organization_config
