@@ -463,3 +463,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
               EXIT_INTERNAL)
+
+
+from .cli_collect import collect, export_script  # noqa: E402  (they reuse this module's helpers)
+
+cli.add_command(collect)
+cli.add_command(export_script)

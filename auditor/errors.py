@@ -5,6 +5,9 @@ AuditorError
  |    +-- EvidenceError    one evidence file cannot be read or parsed
  |    +-- SnapshotError    a snapshot's layout or manifest is broken
  |    +-- ProfileError     a gateway profile file is invalid
+ |    +-- AuthenticationError  the identity platform refused the credentials (no token)
+ +-- CmdletNotAllowedError a cmdlet outside the read-only allowlist was asked for (refused
+ |                         before any network I/O; a programming error, never the tenant's)
  +-- CheckDefinitionError  a check's metadata breaks the contract (reported, the run goes on)
  +-- UndeclaredEvidenceError  a check read evidence it did not declare in ``requires``
 """
@@ -35,6 +38,22 @@ class SnapshotError(InputError):
 
 class ProfileError(InputError):
     """A gateway profile does not follow the profile schema."""
+
+
+class AuthenticationError(InputError):
+    """No access token: the token endpoint refused the credentials, or could not be reached.
+
+    The message names the identity platform's error code and description; it never holds a
+    secret, a client assertion or a token.
+    """
+
+
+class CmdletNotAllowedError(AuditorError):
+    """Live collection runs only read-only ``Get-*`` cmdlets from the evidence catalogue."""
+
+    def __init__(self, cmdlet: str, reason: str) -> None:
+        super().__init__(f"refusing to run {cmdlet!r}: {reason}")
+        self.cmdlet = cmdlet
 
 
 class CheckDefinitionError(AuditorError):

@@ -247,16 +247,22 @@ def import_export_folder(folder: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE
                                     f"export folder file {relative}", collected)
     if not items and not extras and not dns_items:
         raise InputError(f"{folder}: the folder is empty")
-    if not items:
+    export_manifest = blobs.get(f"{EXTRA_DIR}/{EXPORT_MANIFEST}")
+    export_data = export_manifest if isinstance(export_manifest, bytes) else None
+    if not items and not _export_statuses(export_data):
         raise InputError(
             f"{folder}: no export file found (expected files such as Get-TransportRule.json)"
         )
-    export_manifest = blobs.get(f"{EXTRA_DIR}/{EXPORT_MANIFEST}")
-    exported_at = _export_time(export_manifest if isinstance(export_manifest, bytes) else None)
+    exported_at = _export_time(export_data)
     if exported_at is not None:
         stamp = _iso(exported_at)
         items = {key: replace(item, collected_at=stamp) if item.path else item
                  for key, item in items.items()}
+    for key, (state, reason) in _export_statuses(export_data).items():
+        item, collection = _apply_status(key, state, reason, items.get(key), collections.get(key))
+        items[key], collections[key] = item, collection
+        if exported_at is not None and item.collected_at is None:
+            items[key] = replace(item, collected_at=_iso(exported_at))
     for spec in CATALOG:
         if spec.key not in items:
             reason = f"{spec.filename} is not in the export folder"
@@ -319,6 +325,52 @@ def _export_time(data: bytes | None) -> datetime | None:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _export_statuses(data: bytes | None) -> dict[str, tuple[State, str | None]]:
+    """Per-item states that export.json records (``cmdlets: {key: {status, error}}``): how the
+    export script and live collection say an item was denied, failed or is incomplete."""
+    if data is None:
+        return {}
+    try:
+        entries = json.loads(data.decode("utf-8-sig")).get("cmdlets")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return {}
+    found: dict[str, tuple[State, str | None]] = {}
+    for key, entry in (entries.items() if isinstance(entries, dict) else ()):
+        spec = spec_for_filename(f"{key}.json")
+        if spec is None or not isinstance(entry, dict):
+            continue
+        try:
+            state = State(str(entry.get("status", "")).lower())
+        except ValueError:
+            continue
+        error = entry.get("error")
+        found[spec.key] = (state, str(error) if error else None)
+    return found
+
+
+def _apply_status(key: str, state: State, reason: str | None, item: EvidenceItem | None,
+                  collection: Collection[Any] | None) -> tuple[EvidenceItem, Collection[Any]]:
+    """An item as export.json describes it: a recorded failure replaces the file's absence
+    (or its contents); a recorded ``partial`` marks readable contents incomplete."""
+    filename = SPECS[key].filename
+    if item is None or collection is None or item.path is None:
+        if state.usable:
+            state, reason = State.MISSING, (f"export.json records {key} as {state.value} but "
+                                            f"{filename} is not in the export folder")
+        reason = reason or f"export.json records {key} as {state.value}"
+        return (EvidenceItem(key=key, state=state, source="export.json", error=reason),
+                Collection(key=key, state=state, reason=reason))
+    if state is State.OK or not collection.state.usable:
+        return item, collection
+    if state is State.PARTIAL:
+        reason = reason or f"export.json records {key} as incomplete"
+        return (replace(item, state=State.PARTIAL, error=reason),
+                replace(collection, state=State.PARTIAL, reason=reason))
+    reason = reason or f"export.json records {key} as {state.value}"
+    return (replace(item, state=state, error=reason, objects=None, rejected=None),
+            Collection(key=key, state=state, reason=reason))
 
 
 def write_snapshot(snapshot: Snapshot, out: Path) -> None:

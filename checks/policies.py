@@ -385,6 +385,11 @@ def _who(item: TenantAllowBlockListItem) -> str:
     return "; ".join(parts) or "the export does not record who added it"
 
 
+def _from_submission(item: TenantAllowBlockListItem) -> bool:
+    submission = (item.SubmissionID or "").strip().lower()
+    return (item.ListSubType or "").lower() == "submission" or submission not in ("", "non-submission")
+
+
 def _tabl_allow(ctx: CheckContext, item: TenantAllowBlockListItem, list_type: str) -> Result:
     value = item.Value or item.Identity or item.display_name
     resource = f"Tenant Allow/Block List: allow {list_type} {value}"
@@ -401,19 +406,27 @@ def _tabl_allow(ctx: CheckContext, item: TenantAllowBlockListItem, list_type: st
                       *evidence, key=key)
     severity = Severity.HIGH if never else Severity.MEDIUM
     why = "mail, links or files it matches skip the verdicts that would have stopped them"
+    status = Status.FAIL
+    if not never and _from_submission(item):
+        # Microsoft's own false-positive process: an allow that removes itself after disuse.
+        status, severity = Status.WARN, Severity.LOW
+        why += ("; it was created by Microsoft's false-positive submission process and is "
+                "removed automatically, so it is listed for review")
     if list_type == "Sender":
         address = smtp_address(value) if "@" in value else None
         domain = address_domain(address) if address else value.strip().lower()
         if _is_own_domain(ctx, domain):
-            severity, why = Severity.HIGH, "it allows mail claiming the organisation's own domain"
+            status, severity = Status.FAIL, Severity.HIGH
+            why = "it allows mail claiming the organisation's own domain"
         elif address is None and domain in FREEMAIL_DOMAINS:
-            severity, why = Severity.HIGH, "it allows a free-mail domain, where anyone can open an account"
+            status, severity = Status.FAIL, Severity.HIGH
+            why = "it allows a free-mail domain, where anyone can open an account"
     if item.RemoveAfter and item.ExpirationDate is None:
         evidence.append(item.ref("RemoveAfter"))
     evidence.extend(item.ref(prop) for prop in ("ModifiedBy", "LastModifiedBy", "SubmissionID")
                     if getattr(item, prop))
     fix_target = f"-Ids {ps_literal(item.Identity)}" if item.Identity else f"-Entries {ps_literal(value)}"
-    return result(Status.FAIL, resource,
+    return result(status, resource,
                   f"allow entry for {value} that {expiry}: {why} ({_who(item)})", *evidence,
                   severity=severity, key=key,
                   fix=f"Remove-TenantAllowBlockListItems -ListType {list_type} {fix_target}")

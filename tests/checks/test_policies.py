@@ -339,6 +339,23 @@ def test_pol004_own_or_free_mail_sender_is_high_even_when_expiring(
     assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
 
 
+def test_pol004_allow_from_a_false_positive_submission_is_listed_for_review(
+        make_export: MakeExport) -> None:
+    """Microsoft's own process adds such allows and removes them after 45 days without a match."""
+    submitted = dict(SubmissionID="c4f1a2b3-9d8e-4f70-8a61-2b3c4d5e6f70", ListSubType="Submission",
+                     RemoveAfter=45)
+    found = _by_resource(_findings(make_export, "POL-004", _tabl_files([
+        _entry("offers@supplier.example", **submitted), _entry("contoso.com", **submitted),
+        _entry("hand-made.example", RemoveAfter=45)])))
+    review = found["Tenant Allow/Block List: allow Sender offers@supplier.example"]
+    assert (review.status, review.severity) == (Status.WARN, Severity.LOW)
+    assert "false-positive submission" in review.message
+    own = found["Tenant Allow/Block List: allow Sender contoso.com"]
+    assert (own.status, own.severity) == (Status.FAIL, Severity.HIGH)
+    manual = found["Tenant Allow/Block List: allow Sender hand-made.example"]
+    assert (manual.status, manual.severity) == (Status.FAIL, Severity.MEDIUM)
+
+
 def test_pol004_phishing_simulation_url_passes(make_export: MakeExport) -> None:
     files = _tabl_files(url=[_entry("*.simulation.example", ListSubType="AdvancedDelivery")])
     finding = _by_resource(_findings(make_export, "POL-004", files))[
