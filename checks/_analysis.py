@@ -490,3 +490,13 @@ def lockdown_command(gateway: GatewayContext) -> str:
     return (f"New-InboundConnector -Name {name} -ConnectorType Partner -SenderDomains * "
             "-RestrictDomainsToIPAddresses $true -SenderIPAddresses <your gateway's delivery IPs> "
             "-RequireTls $true")
+
+
+def api_only(gateway: GatewayContext) -> str | None:
+    """Why there is no mail route to lock when every gateway in use works through the API
+    (it reads mail inside Exchange Online, so the MX rightly points there); None otherwise."""
+    if not gateway.active or any(p.deployment == "mx" for p in gateway.active):
+        return None
+    return (f"{gateway.names} works inside Exchange Online through its API (deployment: api): "
+            "mail is meant to reach Exchange Online directly, so there is no route around the "
+            "gateway to close")

@@ -24,6 +24,7 @@ from auditor.netutil import IpRange, IpSet
 
 from ._analysis import (
     analyse_conditions,
+    api_only,
     connector_cidrs,
     connector_lock,
     filter_bypass,
@@ -31,6 +32,7 @@ from ._analysis import (
     predicate_names,
     rule_in_force,
     rule_lock,
+    smart_host_owner,
 )
 from .policies import _width_severity
 
@@ -162,6 +164,12 @@ def _user_documented(profile: GatewayProfile) -> bool:
     ),
 )
 def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
+    if (no_route := api_only(ctx.gateway)) is not None:
+        for domain in ctx.accepted_domains:
+            if name := (domain.DomainName or "").lower().rstrip("."):
+                yield result(Status.PASS, f"accepted domain {name}", f"not applicable: {no_route}",
+                             domain.ref("DomainName"), key=name)
+        return
     verdicts = [connector_lock(c, ctx.gateway) for c in ctx.inbound_connectors]
     locks = [v.lock for v in verdicts if v.lock is not None]
     rules_known = ctx.available("Get-TransportRule")
@@ -692,18 +700,9 @@ def outbound_routing(ctx: CheckContext) -> Iterator[Result]:
                      "itself, to each recipient's MX", key="none", summary=True)
 
 
-def _smart_host_owner(host: str, gateway: GatewayContext) -> GatewayProfile | None:
-    """The profile a smart host (name or IP address) belongs to, active gateways first."""
-    rng = _parse_range(host)
-    if rng is not None:
-        active = next((p for p in gateway.active if p.ip_set.covers(rng)), None)
-        return active or gateway.owner(rng)
-    return next((p for p in gateway.active + gateway.known if p.matches_smart_host(host)), None)
-
-
 def _relays_to_gateway(conn: OutboundConnector, gateway: GatewayContext) -> bool:
     return conn.UseMXRecord is not True and bool(conn.SmartHosts) and all(
-        gateway.is_active(_smart_host_owner(h, gateway)) for h in conn.SmartHosts)
+        gateway.is_active(smart_host_owner(h, gateway)) for h in conn.SmartHosts)
 
 
 def _recipient_scope(conn: OutboundConnector) -> str:
@@ -745,9 +744,14 @@ def _outbound_result(ctx: CheckContext, conn: OutboundConnector, rules: tuple[Tr
                       f"delivers {scope} to the recipients' own MX (no third-party host receives "
                       "it); the gateway's outbound scanning does not see that mail",
                       conn.ref("UseMXRecord"), conn.ref("RecipientDomains"), key=key)
-    owners = {h: _smart_host_owner(h, ctx.gateway) for h in conn.SmartHosts}
+    owners = {h: smart_host_owner(h, ctx.gateway) for h in conn.SmartHosts}
     strangers = [h for h, o in owners.items()
                  if not (ctx.gateway.is_active(o) or (o is not None and _user_documented(o)))]
+    archives = [h for h in strangers if ctx.gateway.is_active(ctx.gateway.archive_owner(h))]
+    if archives and archives == strangers:
+        return result(Status.PASS, resource,
+                      f"relays {scope} to {', '.join(conn.SmartHosts)}, the archive (journaling) "
+                      f"service of {ctx.gateway.names}", conn.ref("SmartHosts"), key=key)
     if not strangers:
         whose = ctx.gateway.names if to_gateway else "the gateway's or documented in your profile file"
         return result(Status.PASS, resource,

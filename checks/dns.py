@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from auditor import spf
 from auditor.context import CheckContext
-from auditor.dnsevidence import DNS_KEY, NOT_RECORDED, DomainDns
+from auditor.dnsevidence import DNS_KEY, NOT_RECORDED, SPF_TREE, DomainDns
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from auditor.dnsmodel import ascii_name as spf_name
 from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
@@ -421,7 +421,7 @@ MS_SPF = Reference(
 def _spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
     """The domain's SPF tree from recorded answers, and whether every lookup was recorded
     (evaluated once per recorded domain, however many checks ask)."""
-    return dd.derived("spf-tree", _evaluate_spf_tree)
+    return dd.derived(SPF_TREE, _evaluate_spf_tree)
 
 
 def _evaluate_spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:

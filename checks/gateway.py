@@ -25,6 +25,7 @@ from auditor.engine import (
 )
 from auditor.models import AcceptedDomain, EvidenceRef
 
+from ._analysis import api_only
 from .connectors import MS_THIRD_PARTY
 
 PROTECTED, BYPASSABLE, NOT_ROUTED, UNKNOWN = (
@@ -191,6 +192,9 @@ def _verdict(ctx: CheckContext, domain: AcceptedDomain, name: str, dns_known: bo
     if domain.OutboundOnly:
         return result(Status.PASS, resource, "receives no mail from outside (outbound only)",
                       domain.ref("OutboundOnly"), key=name, verdict=PROTECTED)
+    if (no_route := api_only(ctx.gateway)) is not None:
+        return result(Status.PASS, resource, f"{PROTECTED}: {no_route}", domain.ref("DomainName"),
+                      key=name, verdict=PROTECTED)
     judgement = _judge(ctx, name)
     if name.endswith(".onmicrosoft.com"):
         route, mx_ref = "exchange-online", None

@@ -816,6 +816,19 @@ def test_conn006_mimecast_sample_connectors_pass(make_export: MakeExport) -> Non
                                   ("pass", "outbound connector Legal Partner Outbound")}
 
 
+def test_conn006_journaling_connector_to_the_gateways_archive_passes(make_export: MakeExport) -> None:
+    """Mimecast's journaling guide: journal reports relayed to its journal hosts for the archive."""
+    journal = _outbound(Name="Mimecast Journaling", RecipientDomains=["journal.contoso.com"],
+                        SmartHosts=["us-smtp-journal-1.mimecast.com"])
+    rogue = _outbound(Name="Lookalike", RecipientDomains=["journal.contoso.com"],
+                      SmartHosts=["smtp-journal.mimecast-archive.example"])
+    found = _conn006(make_export, [journal, rogue], gateway="mimecast")
+    assert statuses(found) == {("pass", "outbound connector Mimecast Journaling"),
+                               ("fail", "outbound connector Lookalike")}
+    journaling = next(f for f in found if f.status is Status.PASS)
+    assert "archive (journaling) service of Mimecast" in journaling.message
+
+
 def test_conn006_partner_tls_connector_via_mx_passes(make_export: MakeExport,
                                                     doc_gateway: Path) -> None:
     tls = _outbound(Name="TLS to fabrikam", UseMXRecord=True, SmartHosts=[],

@@ -157,3 +157,26 @@ def test_reports_open_with_the_verdict_table_linking_to_findings(make_export: Ma
     assert gw["verdict"] == "bypassable" and conn["fingerprint"] in gw["related"]
     markdown = render(data, "md")
     assert markdown.index("## Is each domain") < markdown.index("## Summary")
+
+
+API_GATEWAY = """\
+schema_version = 1
+id = "api-product"
+name = "API product"
+vendor = "Example"
+deployment = "api"
+"""
+
+
+def test_an_api_only_gateway_has_no_route_to_lock(make_export: MakeExport, tmp_path: Path) -> None:
+    """MX at Exchange Online and no connector is the API products' documented setup."""
+    profile = tmp_path / "api.toml"
+    profile.write_text(API_GATEWAY)
+    recorded = _recorded(mx(DOMAIN, (0, EOP_MX)), *resolving(EOP_MX))
+    report = audit(_export(make_export, connectors=[], dns=[recorded]), gateway="api-product",
+                   gateway_file=profile)
+    for check_id in ("CONN-001", "GW-001"):
+        found = findings_for(report, check_id)
+        assert {(f.status, f.resource) for f in found} == {
+            (Status.PASS, f"accepted domain {DOMAIN}"), (Status.PASS, f"accepted domain {INITIAL}")}
+        assert all("through its API" in f.message for f in found)
