@@ -236,10 +236,12 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
         evidence = list(rejected_evidence) or [domain.ref("DomainName", note="no inbound connectors")]
         if open_bypass:
             severity = Severity.CRITICAL
-            message += (f"; and transport rule '{open_bypass[0].display_name}' switches spam "
-                        "filtering off for mail an outsider can send, so such mail is not filtered "
-                        "at all")
-            evidence.append(open_bypass[0].ref("SetSCL"))
+            names = ", ".join(f"'{r.display_name}'" for r in open_bypass)
+            several = len(open_bypass) > 1
+            message += (f"; and transport rule{'s' if several else ''} {names} "
+                        f"switch{'' if several else 'es'} spam filtering off for mail an outsider "
+                        "can send, so such mail is not filtered at all")
+            evidence.extend(r.ref("SetSCL") for r in open_bypass)
         if not rules_known:
             message += " (transport rules were not collected, so a rule-based lock was not looked for)"
         yield result(Status.FAIL, resource, message, *evidence, severity=severity, key=name,
