@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckDefinitionError, UndeclaredEvidenceError
-from .evidence import EVIDENCE_KEYS, State
+from .evidence import EVIDENCE_KEYS, State, evidence_path
 from .models import EvidenceRef
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
             status=Status.NOT_EVALUATED,
             resource=key,
             message=f"not evaluated: {key} is {state}: {collection.reason}",
-            evidence=(EvidenceRef(file="dns/" if key == "dns" else f"exo/{key}.json", pointer="",
+            evidence=(EvidenceRef(file=evidence_path(key), pointer="",
                                   observed=state, note=collection.reason),),
             key=f"evidence:{key}",
         ))
@@ -382,7 +382,7 @@ def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
                 resource=key,
                 message=f"incomplete: {key} holds only part of the results ({collection.reason}); "
                         "objects not collected were not examined",
-                evidence=(EvidenceRef(file=f"exo/{key}.json", pointer="", note=collection.reason),),
+                evidence=(EvidenceRef(file=evidence_path(key), pointer="", note=collection.reason),),
                 key=f"partial:{key}",
             ))
     return results

@@ -40,6 +40,7 @@ class EvidenceSpec:
     key: str
     model: type[ExoObject]
     single: bool = False  # the cmdlet returns one object (organisation-wide settings)
+    folder: str = EXO_DIR  # the snapshot folder: exo/ (admin API), graph/, mailbox/
 
     @property
     def filename(self) -> str:
@@ -48,7 +49,7 @@ class EvidenceSpec:
     @property
     def path(self) -> str:
         """Where the raw file lives inside a snapshot."""
-        return f"{EXO_DIR}/{self.filename}"
+        return f"{self.folder}/{self.filename}"
 
 
 CATALOG: tuple[EvidenceSpec, ...] = (
@@ -163,3 +164,8 @@ class EvidenceStore:
 
     def keys(self) -> Iterable[str]:
         return self.collections.keys()
+
+
+def evidence_path(key: str) -> str:
+    """Where an evidence key's raw answers live in a snapshot (``dns/`` for DNS)."""
+    return f"{DNS_KEY}/" if key == DNS_KEY else SPECS[key].path
