@@ -7,12 +7,17 @@ MX points to; lookups shared between domains (a common include) were asked once.
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import math
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from . import __version__
@@ -70,13 +75,42 @@ class BulkReport:
         return [f for r in self.results for f in r.findings]
 
     def to_json(self) -> dict[str, Any]:
+        """The report's JSON: each finding as ``{"domain", "gateway", **finding_json(...)}``.
+
+        Built faster than that, with the same result: the fields a finding takes from its
+        check's metadata (remediation, references, mappings) are made once per check and shared
+        by all of its findings (which also shrinks what worker processes send back), and a
+        domain's gateway list is shared by its entries."""
         meta = {c.id: c.meta for c in self.registry.checks}
-        domains = [{"domain": r.domain, "gateway": [p.id for p in r.gateway.active],
-                    "worst": _worst(r.findings)} for r in self.results]
-        findings = [{"domain": r.domain, "gateway": [p.id for p in r.gateway.active],
-                     **finding_json(f, meta.get(f.check_id))}
-                    for r in self.results for f in r.findings]
+        from_meta: dict[str, dict[str, Any] | None] = {}
+        domains = []
+        findings = []
+        for r in self.results:
+            gateway = [p.id for p in r.gateway.active]
+            domains.append({"domain": r.domain, "gateway": gateway, "worst": _worst(r.findings)})
+            for f in r.findings:
+                if f.check_id not in from_meta:
+                    from_meta[f.check_id] = _meta_fields(f, meta.get(f.check_id))
+                shared = from_meta[f.check_id]
+                if shared is None:
+                    findings.append({"domain": r.domain, "gateway": gateway,
+                                     **finding_json(f, meta.get(f.check_id))})
+                    continue
+                row = {"domain": r.domain, "gateway": gateway, **finding_json(f, None)}
+                row.update(shared)
+                findings.append(row)
         return bulk_json(domains, findings, self.rejected, self.resolvers, self.generated_at)
+
+
+def _meta_fields(finding: Finding, meta: Any) -> dict[str, Any] | None:
+    """The fields of ``finding_json`` that come from the check's metadata (the same for every
+    finding of the check): those that differ from the finding rendered without it. None when
+    the metadata adds or moves fields (then each finding is rendered whole)."""
+    full = finding_json(finding, meta)
+    bare = finding_json(finding, None)
+    if list(full) != list(bare):
+        return None
+    return {key: value for key, value in full.items() if bare[key] != value}
 
 
 def bulk_json(domains: list[dict[str, Any]], findings: list[dict[str, Any]],
@@ -144,15 +178,31 @@ def _count_one(done: int, total: int) -> None:
         _progress_counter.value += 1
 
 
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a bulk run builds millions of objects that live to
+    its end, and each full collection walked them all again (a third of the run's time, growing
+    faster than the number of domains), while the run leaves almost no cycles behind (700
+    objects for 2,000 domains). Reference counting still frees everything else at once."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run_job(job: BulkJob, progress: Callable[[int, int], None] | None = None,
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Collect and judge one share of the domains; JSON-ready (domains, findings, queries sent)."""
     resolver = Resolver(job.nameservers, timeout=job.timeout, concurrency=job.concurrency)
     if progress is None and _progress_counter is not None:
         progress = _count_one
-    recorded = asyncio.run(collect_with_policies(list(job.domains), resolver, [], job.timeout,
-                                                 progress))
-    data = audit_domains(recorded, discover(), builtin_profiles()).to_json()
+    with _no_cycle_collection():
+        recorded = asyncio.run(collect_with_policies(list(job.domains), resolver, [], job.timeout,
+                                                     progress))
+        data = audit_domains(recorded, discover(), builtin_profiles()).to_json()
     return data["domains"], data["findings"], resolver.sent
 
 
@@ -176,7 +226,8 @@ def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: floa
             if progress is not None:
                 progress(min(counter.value, len(domains)), len(domains))
             wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
-        parts = [f.result() for f in futures]
+        with _no_cycle_collection():  # the workers' results, unpickled: all kept to the end
+            parts = [f.result() for f in futures]
     if progress is not None:
         progress(len(domains), len(domains))
     order = {name: i for i, name in enumerate(domains)}
@@ -184,3 +235,85 @@ def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: floa
     merged_findings = sorted((f for part in parts for f in part[1]),
                              key=lambda f: order[f["domain"]])
     return merged_domains, merged_findings, sum(part[2] for part in parts)
+
+
+# -- The JSON report's text ----------------------------------------------------------------------
+
+_SHARED_FIELDS = frozenset({"remediation", "references", "mappings"})  # shared by a check's findings
+
+
+class _Unusual(Exception):
+    """A value ``json`` encodes in a way ``_Indented`` does not reproduce (subclasses, odd keys)."""
+
+
+class _Indented:
+    """``json.dumps(obj, indent=2, ensure_ascii=False)``, written without the generator chain of
+    ``json``'s pure-Python encoder (used whenever ``indent`` is set): one string per container,
+    strings escaped by ``json``'s own C function, and the containers a check's findings share
+    (``_SHARED_FIELDS``) written once per depth."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+        self.shared: dict[tuple[int, int], str] = {}
+
+    def key(self, key: object) -> str:
+        if type(key) is not str:
+            raise _Unusual
+        text = self.keys[key] = encode_basestring(key) + ": "
+        return text
+
+    def value(self, value: Any, level: int, field: str | None = None) -> str:
+        kind = type(value)
+        if kind is str:
+            return encode_basestring(value)
+        if value is None:
+            return "null"
+        if value is True:
+            return "true"
+        if value is False:
+            return "false"
+        if kind is int:
+            return int.__repr__(value)
+        if kind is float:
+            return _float_text(value)
+        if kind is not dict and kind is not list and kind is not tuple:
+            raise _Unusual
+        if not value:
+            return "{}" if kind is dict else "[]"
+        if field in _SHARED_FIELDS:
+            cached = self.shared.get((id(value), level))  # alive in the report: ids are stable
+            if cached is None:
+                cached = self.shared[(id(value), level)] = self.container(value, level)
+            return cached
+        return self.container(value, level)
+
+    def container(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...], level: int) -> str:
+        pad = "\n" + "  " * level
+        inner = pad + "  "
+        encode = encode_basestring
+        nested = self.value
+        if type(value) is dict:
+            keys = self.keys
+            items = [(keys.get(k) or self.key(k))  # type: ignore[arg-type]
+                     + (encode(v) if type(v) is str else nested(v, level + 1, k))
+                     for k, v in value.items()]
+            return "{" + inner + ("," + inner).join(items) + pad + "}"
+        parts = [encode(v) if type(v) is str else nested(v, level + 1) for v in value]
+        return "[" + inner + ("," + inner).join(parts) + pad + "]"
+
+
+def _float_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def report_text(data: Any) -> str:
+    """``json.dumps(data, indent=2, ensure_ascii=False) + "\\n"`` (how the JSON report is
+    written), character for character, in about a third of the time for a bulk report."""
+    try:
+        return _Indented().value(data, 0) + "\n"
+    except (_Unusual, RecursionError):  # json itself says what is wrong, or writes it its way
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 
 from . import spf
-from .dnsevidence import DomainDns, dns_path
+from .dnsevidence import SPF_TREE, DomainDns, dns_path
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, ascii_name, normalise_name
 from .dnsresolve import Resolver
 from .mailrecords import dmarc_candidates, is_dmarc
@@ -34,11 +34,29 @@ class _Recorder:
         self._slots: list[DnsAnswer | None] = []
 
     async def query(self, query: DnsQuery) -> DnsAnswer:
+        found = self.resolver.cached(query)
+        if found is not None:  # shared names: answered already, no need to wait
+            self._slots.append(found)
+            return found
         slot = len(self._slots)  # answers keep the order of the questions, not of arrival
         self._slots.append(None)
         found = await self.resolver.query(query)
         self._slots[slot] = found
         return found
+
+    async def query_all(self, queries: list[DnsQuery]) -> list[DnsAnswer]:
+        """Ask at once (as ``asyncio.gather`` of ``query``), with a task only for the lookups
+        not answered already."""
+        start = len(self._slots)
+        self._slots.extend(self.resolver.cached(q) for q in queries)
+        missing = [(start + i, q) for i, q in enumerate(queries) if self._slots[start + i] is None]
+        if len(missing) == 1:
+            self._slots[missing[0][0]] = await self.resolver.query(missing[0][1])
+        elif missing:
+            found = await asyncio.gather(*(self.resolver.query(q) for _, q in missing))
+            for (slot, _), answer in zip(missing, found, strict=True):
+                self._slots[slot] = answer
+        return [a for a in self._slots[start:start + len(queries)] if a is not None]
 
     @property
     def answers(self) -> list[DnsAnswer]:
@@ -68,25 +86,29 @@ async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Ite
     mx = await rec.ask(name, "MX")
     if mx.status is DnsStatus.OK:
         hosts = [host for _, host in mx.mx() if host][:MAX_MX_HOSTS]
-        await asyncio.gather(*(rec.ask(h, t) for h in hosts for t in ("A", "AAAA")))
+        await rec.query_all([DnsQuery.of(h, t) for h in hosts for t in ("A", "AAAA")])
     tree = await spf.resolve_async(spf.analyse(ascii_name(name)), rec.query)
     targets = sorted(set(tree.address_targets))
-    await asyncio.gather(*(rec.ask(t, rtype) for t in targets for rtype in ("A", "AAAA")))
+    await rec.query_all([DnsQuery.of(t, rtype) for t in targets for rtype in ("A", "AAAA")])
     for candidate in dmarc_candidates(name):
         if is_dmarc(await rec.ask(f"_dmarc.{candidate}", "TXT")):
             break
-    sts, *_ = await asyncio.gather(
-        rec.ask(f"_mta-sts.{name}", "TXT"),
-        rec.ask(f"_smtp._tls.{name}", "TXT"),
-        *(rec.ask(f"{s}._domainkey.{name}", "TXT")
+    sts, *_ = await rec.query_all([
+        DnsQuery.of(f"_mta-sts.{name}", "TXT"),
+        DnsQuery.of(f"_smtp._tls.{name}", "TXT"),
+        *(DnsQuery.of(f"{s}._domainkey.{name}", "TXT")
           for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *dkim_selectors])),
-    )
+    ])
     policy = None
     if policies is not None and sts.status is DnsStatus.OK and any(
             t.startswith(b"v=STSv1") for t in sts.txt()):
         policy = await fetch_policy(name, rec.query, policies.client, port=policies.port)
-    return DomainDns.build(name, rec.answers, path, started,
-                           [str(ns) for ns in resolver.nameservers], policy)
+    recorded = DomainDns.build(name, rec.answers, path, started,
+                               [str(ns) for ns in resolver.nameservers], policy)
+    # Every answer the tree was read from is in the recording, so reading it again from there
+    # (what the SPF checks do) gives this very tree: keep it.
+    recorded.derived(SPF_TREE, lambda _: (tree, True))
+    return recorded
 
 
 async def collect(domains: Iterable[str], resolver: Resolver, *,

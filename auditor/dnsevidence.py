@@ -22,6 +22,8 @@ T = TypeVar("T")
 DNS_DIR = "dns"
 NOT_RECORDED = "this lookup is not in the recorded DNS evidence"
 DNS_KEY = "dns"
+# DomainDns.derived() key of (SpfTree, every lookup recorded) for the domain's own SPF tree.
+SPF_TREE = "spf-tree"
 SCHEMA_VERSION = 1
 _SAFE_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}$")
 

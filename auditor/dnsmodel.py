@@ -8,6 +8,7 @@ and no answer at all.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -40,6 +41,10 @@ class DnsStatus(StrEnum):
 
 
 PARSE_CACHE_SIZE = 1 << 16  # distinct record sets kept parsed (rdata are immutable)
+# One TXT record as the resolver writes it (dnspython's to_text()) when every byte is printable
+# ASCII other than '"' and '\\': quoted strings of at most 255 bytes, one space apart. Read
+# exactly so, its strings are the quoted texts; anything else is read by dnspython.
+_PLAIN_TXT = re.compile(r'"[ !#-\[\]-~]{0,255}"(?: "[ !#-\[\]-~]{0,255}")*')
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
@@ -48,6 +53,31 @@ def _parse_rdata(rdtype_text: str, records: tuple[str, ...]) -> tuple[Any, ...]:
     read the same answers (and domains share includes) many times over."""
     rdtype = dns.rdatatype.from_text(rdtype_text)
     return tuple(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text) for text in records)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def txt_strings(presentation: str) -> tuple[bytes, ...]:
+    """The character-strings of one TXT record in presentation format, as dnspython's
+    ``from_text(...).strings`` gives them (and raising as it does for a malformed record)."""
+    if _PLAIN_TXT.fullmatch(presentation):
+        return tuple(s.encode("ascii") for s in presentation[1:-1].split('" "'))
+    return tuple(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, presentation).strings)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _mx(rdtype_text: str, records: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    return tuple(sorted((rd.preference, normalise_name(rd.exchange.to_text()))
+                        for rd in _parse_rdata(rdtype_text, records)))
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _addresses(rdtype_text: str, records: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(rd.address for rd in _parse_rdata(rdtype_text, records))
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _names(rdtype_text: str, records: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(normalise_name(rd.target.to_text()) for rd in _parse_rdata(rdtype_text, records))
 
 
 def normalise_name(name: str) -> str:
@@ -69,7 +99,12 @@ class DnsQuery:
 
     @classmethod
     def of(cls, name: str, rdtype: str) -> DnsQuery:
-        return cls(normalise_name(name), rdtype.upper())
+        return _query(name, rdtype)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)  # shared names are asked for by every domain
+def _query(name: str, rdtype: str) -> DnsQuery:
+    return DnsQuery(normalise_name(name), rdtype.upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +126,19 @@ class DnsAnswer:
 
     def txt(self) -> list[bytes]:
         """Each TXT record with its character-strings joined (RFC 7208 3.3)."""
+        if self.query.rdtype == "TXT":
+            return [b"".join(txt_strings(r)) for r in self.records]
         return [b"".join(rd.strings) for rd in self._rdata()]
 
     def mx(self) -> list[tuple[int, str]]:
-        return sorted((rd.preference, normalise_name(rd.exchange.to_text())) for rd in self._rdata())
+        return list(_mx(self.query.rdtype, self.records))
 
     def addresses(self) -> list[str]:
-        return [rd.address for rd in self._rdata()]
+        return list(_addresses(self.query.rdtype, self.records))
 
     def names(self) -> list[str]:
         """Targets of PTR or CNAME records."""
-        return [normalise_name(rd.target.to_text()) for rd in self._rdata()]
+        return list(_names(self.query.rdtype, self.records))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import dns.exception
-import dns.name
 import dns.rcode
 import dns.rdatatype
-import dns.resolver
 
 from .dnsfast import MultiplexTransport, Transport
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
-from .dnswire import ReplySummary, summarize
+from .dnswire import ReplySummary, name_labels, summarize
 from .errors import InputError
 
 DEFAULT_TIMEOUT = 3.0
@@ -68,11 +68,47 @@ def _port(text: str, whole: str) -> int:
 
 def system_nameservers() -> list[Nameserver]:
     """The machine's resolvers (read when asked, never at import)."""
+    from dns import resolver  # (it imports all of dnspython's query machinery: only when asked)
+
     try:
-        config = dns.resolver.Resolver()
-    except dns.resolver.NoResolverConfiguration:
+        config = resolver.Resolver()
+    except resolver.NoResolverConfiguration:
         return []
     return [Nameserver(str(ns)) for ns in config.nameservers]
+
+
+_RETRIED = frozenset({DnsStatus.TIMEOUT, DnsStatus.SERVFAIL, DnsStatus.ERROR})
+
+
+class _Limit:
+    """At most ``size`` holders at once, first come first served: ``asyncio.Semaphore``'s
+    contract, without its bookkeeping on every acquire and release (a bulk run makes hundreds of
+    thousands, with thousands of lookups queued)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed a place just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the place goes straight to the next in line
+                return
+        self.free += 1
 
 
 class Resolver:
@@ -89,7 +125,7 @@ class Resolver:
         self.timeout = timeout
         self.tries = tries
         self.transport: Transport = MultiplexTransport() if transport is None else transport
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = _Limit(concurrency)
         self._pending: dict[DnsQuery, asyncio.Future[DnsAnswer]] = {}
         self.sent = 0
 
@@ -103,7 +139,17 @@ class Resolver:
             except BaseException as exc:  # keep waiters from hanging on a cancelled lookup
                 future.set_exception(exc)
                 raise
+        elif future.done():
+            return future.result()
         return await asyncio.shield(future)
+
+    def cached(self, query: DnsQuery) -> DnsAnswer | None:
+        """The answer already received for this query in this run, or None (not asked yet,
+        still in flight, or failed): what ``query`` would return at once, without awaiting."""
+        future = self._pending.get(query)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
 
     @property
     def answers(self) -> list[DnsAnswer]:
@@ -113,6 +159,8 @@ class Resolver:
         """Ask, and follow an alias the server did not chase (an authoritative server only
         chases within its own zones): bounded, loops reported as errors."""
         found = await self._ask_once(query)
+        if found.status is not DnsStatus.NODATA or not (found.detail or "").startswith("alias "):
+            return found  # (already an answer to this query, with its own aliases)
         seen = {query.name}
         aliases = list(found.cname)
         while found.status is DnsStatus.NODATA and found.detail and found.detail.startswith("alias "):
@@ -127,27 +175,30 @@ class Resolver:
 
     async def _ask_once(self, query: DnsQuery) -> DnsAnswer:
         try:
-            name = dns.name.from_text(query.name)
-            rdtype = dns.rdatatype.from_text(query.rdtype)
+            labels = name_labels(query.name)
+            rdtype = _rdtype(query.rdtype)
         except (dns.exception.DNSException, ValueError) as exc:
             return DnsAnswer(query, DnsStatus.ERROR, detail=f"not a valid DNS name or type: {exc}")
         last: DnsAnswer | None = None
-        async with self._limit:
+        await self._limit.acquire()
+        try:
             for attempt in range(self.tries):
                 server = self.nameservers[attempt % len(self.nameservers)]
-                last = await self._once(query, name, rdtype, server)
-                if last.status not in (DnsStatus.TIMEOUT, DnsStatus.SERVFAIL, DnsStatus.ERROR):
+                last = await self._once(query, labels, rdtype, server)
+                if last.status not in _RETRIED:
                     return last
+        finally:
+            self._limit.release()
         assert last is not None
         return last
 
-    async def _once(self, query: DnsQuery, name: dns.name.Name, rdtype: dns.rdatatype.RdataType,
+    async def _once(self, query: DnsQuery, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType,
                     server: Nameserver) -> DnsAnswer:
         started = time.perf_counter()
         self.sent += 1
         common = {"server": str(server)}
         try:
-            response, tcp = await self.transport.exchange(name, rdtype, server.host, server.port,
+            response, tcp = await self.transport.exchange(labels, rdtype, server.host, server.port,
                                                           self.timeout)
         except dns.exception.Timeout:
             return DnsAnswer(query, DnsStatus.TIMEOUT, detail=f"no answer within {self.timeout:g} s",
@@ -159,7 +210,7 @@ class Resolver:
         reply = response if isinstance(response, ReplySummary) else summarize(response)
         rcode = reply.rcode
         extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp,
-                 "rcode": dns.rcode.to_text(rcode), **common}
+                 "rcode": _rcode_text(rcode), **common}
         if rcode == dns.rcode.NXDOMAIN:
             return DnsAnswer(query, DnsStatus.NXDOMAIN, **extra)
         if rcode == dns.rcode.SERVFAIL:
@@ -179,6 +230,16 @@ class Resolver:
             return DnsAnswer(query, DnsStatus.NODATA, cname=cnames,
                              detail=f"alias {reply.canonical}" if unchased else None, **extra)
         return DnsAnswer(query, DnsStatus.OK, reply.records, ttl=reply.ttl, cname=cnames, **extra)
+
+
+@lru_cache(maxsize=64)
+def _rcode_text(rcode: int) -> str:
+    return dns.rcode.to_text(rcode)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=64)
+def _rdtype(text: str) -> dns.rdatatype.RdataType:
+    return dns.rdatatype.from_text(text)
 
 
 def _now() -> str:

@@ -17,8 +17,10 @@ malformed names, trailing bytes) falls back.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import dns.exception
 import dns.ipv6
@@ -43,6 +45,18 @@ _LABEL_TEXT = tuple("\\" + chr(c) if c in b'"().;\\@$' else chr(c) if 0x20 < c <
                     else f"\\{c:03d}" for c in range(256))
 _TXT_TEXT = tuple("\\" + chr(c) if c in b'"\\' else chr(c) if 0x20 <= c < 0x7F
                   else f"\\{c:03d}" for c in range(256))
+# A name dns.name.from_text() reads label by label with no escape, IDNA or length question:
+# 1 to 63 letters, digits, '-' or '_' per label, at most 253 characters without the final dot.
+_PLAIN_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
+_PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def name_labels(text: str) -> tuple[bytes, ...]:
+    """``dns.name.from_text(text).labels`` (raising as it does), without building a Name for
+    the plain names that nearly every query asks."""
+    if len(text) <= 254 and _PLAIN_NAME.fullmatch(text) and len(text.rstrip(".")) <= 253:
+        return (*text.rstrip(".").encode("ascii").split(b"."), b"")
+    return dns.name.from_text(text).labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +145,14 @@ def _name_text(labels: tuple[bytes, ...]) -> str:
     """``Name.to_text()`` of an absolute name."""
     if not labels:
         return "."
-    return ".".join("".join(map(_LABEL_TEXT.__getitem__, label)) for label in labels) + "."
+    return ".".join(map(_label_text, labels)) + "."
+
+
+@lru_cache(maxsize=1 << 16)  # labels repeat: the zones' own names, and every shared host
+def _label_text(label: bytes) -> str:
+    if _PLAIN_LABEL.fullmatch(label):
+        return label.decode("ascii")
+    return "".join(map(_LABEL_TEXT.__getitem__, label))
 
 
 def _lower(labels: tuple[bytes, ...]) -> tuple[bytes, ...]:
@@ -203,18 +224,19 @@ def _skip_other(wire: bytes, rtype: int, pos: int, end: int) -> None:
         raise _Fallback
 
 
-def decode_reply(wire: bytes, name: dns.name.Name, rdtype: int) -> ReplySummary | None:
-    """``summarize(from_wire(wire))`` for a reply that answers ``(name, rdtype, IN)``, or ``None``
-    when the reply is outside what this decoder covers (the caller then uses dnspython)."""
+def decode_reply(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary | None:
+    """``summarize(from_wire(wire))`` for a reply that answers ``(name, rdtype, IN)`` (``labels``:
+    the name's ``Name.labels``), or ``None`` when the reply is outside what this decoder covers
+    (the caller then uses dnspython)."""
     if rdtype not in FAST_TYPES:
         return None
     try:
-        return _decode(wire, name, rdtype)
+        return _decode(wire, labels, rdtype)
     except (_Fallback, IndexError, struct.error):
         return None
 
 
-def _decode(wire: bytes, name: dns.name.Name, rdtype: int) -> ReplySummary | None:
+def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary | None:
     size = len(wire)
     if size < 12:
         return None
@@ -228,8 +250,7 @@ def _decode(wire: bytes, name: dns.name.Name, rdtype: int) -> ReplySummary | Non
         return None
     qtype, qclass = struct.unpack_from("!HH", wire, pos)
     pos += 4
-    if qtype != rdtype or qclass != CLASS_IN or (*_lower(qlabels), b"") != tuple(
-            label.lower() for label in name.labels):
+    if qtype != rdtype or qclass != CLASS_IN or (*_lower(qlabels), b"") != _lower(labels):
         return None
     rrsets: dict[tuple[tuple[bytes, ...], int], _RRset] = {}
     for _ in range(ancount):

@@ -24,7 +24,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
+from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus, txt_strings
 
 __all__ = [
     "SpfNetwork",
@@ -223,6 +223,7 @@ class _Term:
     spec: tuple[_Token, ...] | None = None  # domain-spec (None: the current domain)
     arg: str | None = None  # the domain-spec as written
     network: _Net | None = None
+    network_text: str = ""  # str(network), kept: terms are parsed once and read by every domain
     cidr4: int = 32
     cidr6: int = 128
 
@@ -342,7 +343,7 @@ def _parse_term(text: str) -> _Term:
         if args is None or int(args.group(2) or 32) > 32:
             raise bad
         net = ipaddress.IPv4Network(f"{args.group(1)}/{args.group(2) or 32}", strict=False)
-        return _Term(text, name, False, qualifier, network=net)
+        return _Term(text, name, False, qualifier, network=net, network_text=str(net))
     args = _IP6_ARGS_RE.fullmatch(rest)  # ip6
     if args is None or int(args.group(2) or 128) > 128:
         raise bad
@@ -351,7 +352,7 @@ def _parse_term(text: str) -> _Term:
     except ValueError:
         raise bad from None
     net6 = ipaddress.IPv6Network(f"{addr}/{args.group(2) or 128}", strict=False)
-    return _Term(text, name, False, qualifier, network=net6)
+    return _Term(text, name, False, qualifier, network=net6, network_text=str(net6))
 
 
 def _is_spf(txt: bytes) -> bool:
@@ -947,10 +948,9 @@ def _txt_strings(presentation: str) -> list[bytes]:
 @lru_cache(maxsize=1 << 16)
 def _txt_strings_cached(presentation: str) -> tuple[bytes, ...]:
     try:
-        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, presentation)
+        return txt_strings(presentation)
     except (dns.exception.DNSException, ValueError):
         return ()
-    return tuple(rdata.strings)  # type: ignore[attr-defined]
 
 
 def _glued_terms(strings: list[bytes]) -> set[str]:
@@ -1114,7 +1114,7 @@ def _walk_term(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...],
                top: list[str | None]) -> Resolution[None]:
     name = term.name
     if name in ("ip4", "ip6"):
-        walk.networks.append(SpfNetwork(str(term.network), term.qualifier, domain, chain))
+        walk.networks.append(SpfNetwork(term.network_text, term.qualifier, domain, chain))
         return
     if name == "all":
         return

@@ -525,6 +525,13 @@ def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 @functools.lru_cache(maxsize=1 << 14)  # shared includes repeat the same networks across domains
+def _is_wide(network: str) -> bool:
+    """A range of a /16 or wider (IPv4), a /32 or wider (IPv6); False if it cannot be read."""
+    rng = _parsed_range(network)
+    return rng is not None and rng.prefix_len <= (16 if rng.family == 4 else 32)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # shared includes repeat the same networks across domains
 def _parsed_range(text: str) -> IpRange | None:
     try:
         return IpRange.parse(text)
@@ -570,15 +577,11 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
                          "authorises is unknown", _spf_ref(dd), key=name)
             continue
         wide = []
-        for net in tree.networks:
-            if net.qualifier != "+" or any(_matches_any(d, providers)
-                                           for d in (*net.chain, net.domain)):
+        for net in tree.networks:  # (most networks are narrow: ask that first)
+            if net.qualifier != "+" or not _is_wide(net.network) or any(
+                    _matches_any(d, providers) for d in (*net.chain, net.domain)):
                 continue
-            rng = _parsed_range(net.network)
-            if rng is None:
-                continue
-            if rng.prefix_len <= (16 if rng.family == 4 else 32):
-                wide.append(f"{net.network} (in {_chain((*net.chain, net.domain))})")
+            wide.append(f"{net.network} (in {_chain((*net.chain, net.domain))})")
         if tree.all_qualifier in ("+", "?"):
             yield result(Status.FAIL, resource, f"SPF ends with {tree.all_term} (in {tree.all_domain}): "
                          + ("every sender passes" if tree.all_qualifier == "+"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from auditor.bulk import read_domains
 from auditor.cli import main
+from auditor.engine import Severity
 from tests.dnsserver import KnotFactory
 
 from .conftest import REPO
@@ -141,3 +144,61 @@ def test_two_processes_give_the_same_report_as_one(server: str, tmp_path: Path,
                          for f in data["findings"]], data["summary"]))
     assert reports[0] == reports[1]
     assert reports[0][0][:2] == ["contoso.com", "northwindtraders.com"]
+
+
+# --- The fast paths of the bulk report give exactly what the plain ones give -----------------
+
+def _collected(server: str, names: list[str]) -> list[Any]:
+    from auditor.dnscollect import collect
+    from auditor.dnsresolve import Nameserver, Resolver
+
+    host, port = server.rsplit(":", 1)
+    return asyncio.run(collect(names, Resolver([Nameserver(host, int(port))], timeout=2.0)))
+
+
+def _demo_domains() -> list[str]:
+    names = {line.split()[0].rstrip(".") for text in DEMO_ZONES.values() for line in text.splitlines()
+             if line[:1].strip() and line[0] not in "$;@"}
+    return sorted({*DEMO_ZONES, *(f"{n}.{z}" for z in DEMO_ZONES for n in names if "." not in n),
+                   *(f"client{i}.test" for i in range(5)), "missing.invalid"})
+
+
+def test_the_bulk_report_is_built_as_finding_json_would_build_it(server: str) -> None:
+    from auditor.audit import finding_json
+    from auditor.bulk import audit_domains
+    from auditor.engine import discover
+    from auditor.gateways import builtin_profiles
+
+    report = audit_domains(_collected(server, _demo_domains()), discover(), builtin_profiles())
+    meta = {c.id: c.meta for c in report.registry.checks}
+    plain = [{"domain": r.domain, "gateway": [p.id for p in r.gateway.active],
+              **finding_json(f, meta.get(f.check_id))} for r in report.results for f in r.findings]
+    built = report.to_json()["findings"]
+    assert len(plain) > 100 and {f["status"] for f in plain} >= {"pass", "fail", "warn"}
+    assert json.dumps(built) == json.dumps(plain)  # the same fields, values and order
+
+
+def test_the_json_report_text_is_what_json_dumps_writes(server: str) -> None:
+    from auditor.bulk import audit_domains, report_text
+    from auditor.engine import discover
+    from auditor.gateways import builtin_profiles
+
+    data = audit_domains(_collected(server, _demo_domains()), discover(), builtin_profiles()).to_json()
+    assert report_text(data) == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    tricky = {"numbers": [0, -1, 2**70, 2.5, -0.0, 1e16, 1e-7, float("nan"), float("inf"), -float("inf")],
+              "constants": [True, False, None], "empty": [[], {}, (), [[]], [{}]], "tuple": (1, ("a",)),
+              "text": ["", "é ü \u2028 \U0001f600", "\x00\x1f\x7f", "\"\\/", "\n\r\t\b\f"],
+              "nested": {"": {"a": [{"b": {"c": []}}]}}, "references": [{"url": "x"}], "mappings": {}}
+    for value in (tricky, [], {}, "text", 1, None, [tricky, tricky], {1: "int key"}, {"e": Severity.HIGH}):
+        assert report_text(value) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_spf_tree_kept_from_collection_is_the_one_the_checks_would_read(server: str) -> None:
+    from auditor.dnsevidence import SPF_TREE
+    from checks.dns import _evaluate_spf_tree
+
+    recorded = _collected(server, _demo_domains())
+    trees = [d._derived[SPF_TREE] for d in recorded]
+    assert {tree.result for tree, _ in trees} >= {"ok", "none"}
+    for domain, kept in zip(recorded, trees, strict=True):
+        assert kept == _evaluate_spf_tree(domain), domain.domain

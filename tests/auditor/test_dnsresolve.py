@@ -113,3 +113,36 @@ def test_nameserver_option_forms(text: str, server: str) -> None:
 def test_bad_nameserver_option_is_an_input_error(text: str) -> None:
     with pytest.raises(InputError, match="--nameserver"):
         Nameserver.parse(text)
+
+
+async def test_the_lookup_limit_admits_in_order_and_survives_cancelled_waiters() -> None:
+    from auditor.dnsresolve import _Limit
+
+    limit = _Limit(2)
+    inside: list[int] = []
+    most = 0
+    order: list[int] = []
+
+    async def hold(number: int, gate: asyncio.Event) -> None:
+        nonlocal most
+        await limit.acquire()
+        try:
+            order.append(number)
+            inside.append(number)
+            most = max(most, len(inside))
+            await gate.wait()
+            inside.remove(number)
+        finally:
+            limit.release()
+
+    gate = asyncio.Event()
+    tasks = [asyncio.create_task(hold(n, gate)) for n in range(6)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()  # waiting: gives up its turn
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert most == 2
+    assert order == [0, 1, 2, 4, 5]
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert limit.free == 2 and not limit.waiting
