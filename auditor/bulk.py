@@ -28,6 +28,7 @@ from .dnsevidence import DNS_KEY, DomainDns, dns_path
 from .dnsmodel import normalise_name
 from .dnsresolve import Nameserver, Resolver
 from .engine import Check, Finding, Registry, Severity, Status, discover, run_checks
+from .errors import BulkIncompleteError
 from .evidence import EvidenceStore
 from .gateways import GatewayContext, GatewayProfile, builtin_profiles, resolve_gateway
 
@@ -230,8 +231,19 @@ def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: floa
             parts = [f.result() for f in futures]
     if progress is not None:
         progress(len(domains), len(domains))
+    return merge_parts(domains, parts)
+
+
+def merge_parts(domains: list[str], parts: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]],
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The workers' results in the order of the list; every domain must have come back."""
     order = {name: i for i, name in enumerate(domains)}
     merged_domains = sorted((d for part in parts for d in part[0]), key=lambda d: order[d["domain"]])
+    lost = set(order) - {d["domain"] for d in merged_domains}
+    if lost or len(merged_domains) != len(order):
+        raise BulkIncompleteError(
+            f"{len(lost)} of {len(order)} domains came back from no worker "
+            f"(for example {sorted(lost)[:3]}); no report was written")
     merged_findings = sorted((f for part in parts for f in part[1]),
                              key=lambda f: order[f["domain"]])
     return merged_domains, merged_findings, sum(part[2] for part in parts)

@@ -8,6 +8,8 @@ AuditorError
  |    +-- AuthenticationError  the identity platform refused the credentials (no token)
  +-- CmdletNotAllowedError a cmdlet outside the read-only allowlist was asked for (refused
  |                         before any network I/O; a programming error, never the tenant's)
+ +-- BulkIncompleteError   a bulk worker returned fewer domains than it was given (never
+ |                         written as a shorter report)
  +-- CheckDefinitionError  a check's metadata breaks the contract (reported, the run goes on)
  +-- UndeclaredEvidenceError  a check read evidence it did not declare in ``requires``
 """
@@ -54,6 +56,10 @@ class CmdletNotAllowedError(AuditorError):
     def __init__(self, cmdlet: str, reason: str) -> None:
         super().__init__(f"refusing to run {cmdlet!r}: {reason}")
         self.cmdlet = cmdlet
+
+
+class BulkIncompleteError(AuditorError):
+    """Some domains of a bulk audit came back from no worker: the report would silently omit them."""
 
 
 class CheckDefinitionError(AuditorError):

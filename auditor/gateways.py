@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -123,8 +123,13 @@ class GatewayProfile:
         return False
 
 
-def _match_host(host: str, patterns: Iterable[str]) -> bool:
-    name = host.strip().lower().rstrip(".")
+def _match_host(host: str, patterns: tuple[str, ...]) -> bool:
+    return _host_matches(host.strip().lower().rstrip("."), patterns)
+
+
+@lru_cache(maxsize=1 << 14)
+def _host_matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Cached: a bulk audit asks the same few MX hosts of every profile for thousands of domains."""
     return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
 
 

@@ -116,7 +116,9 @@ def _csv_cell(value: str) -> str:
 def render_bulk(report: dict[str, Any], fmt: str) -> str:
     """Render the bulk (domains) JSON report as JSON, CSV or HTML."""
     if fmt == "json":
-        return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        from auditor.bulk import report_text  # the same text as json.dumps(indent=2), faster
+
+        return report_text(report)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

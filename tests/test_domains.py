@@ -202,3 +202,16 @@ def test_the_spf_tree_kept_from_collection_is_the_one_the_checks_would_read(serv
     assert {tree.result for tree, _ in trees} >= {"ok", "none"}
     for domain, kept in zip(recorded, trees, strict=True):
         assert kept == _evaluate_spf_tree(domain), domain.domain
+
+
+def test_a_domain_no_worker_returned_fails_the_run_instead_of_shrinking_the_report() -> None:
+    from auditor.bulk import merge_parts
+    from auditor.errors import BulkIncompleteError
+
+    part_a = ([{"domain": "b.example"}], [{"domain": "b.example", "check_id": "DNS-001"}], 3)
+    part_b = ([{"domain": "a.example"}], [], 2)
+    domains, findings, sent = merge_parts(["a.example", "b.example"], [part_a, part_b])
+    assert findings == part_a[1]
+    assert [d["domain"] for d in domains] == ["a.example", "b.example"] and sent == 5
+    with pytest.raises(BulkIncompleteError, match="1 of 3 domains came back from no worker"):
+        merge_parts(["a.example", "b.example", "c.example"], [part_a, part_b])
