@@ -26,7 +26,7 @@ from auditor.mtasts import mx_matches, parse_policy
 from auditor.netutil import IpRange, IpSet
 from auditor.spf import SpfTree
 
-from ._analysis import connector_lock
+from ._analysis import api_only, connector_lock
 
 MS_MX = Reference(
     "Microsoft: Manage mail flow using a third-party cloud service (MX to the gateway only)",
@@ -119,8 +119,18 @@ def _is_null_mx(mx: DnsAnswer) -> bool:
     references=(MS_MX,),
     mappings=Mappings(attack=("T1566", "T1685", "T1562.001")),
     needs_gateway=True,
+    legitimate=(
+        "An MX set naming only the gateway's hosts; a null MX; a stale Exchange Online MX that a "
+        "Partner connector lock already closes is only a low warning; with a gateway deployed "
+        "through the API the MX rightly points at Exchange Online."
+    ),
 )
 def mx_around_gateway(ctx: CheckContext) -> Iterator[Result]:
+    if (no_route := api_only(ctx.gateway)) is not None:
+        for name, dd in _domains(ctx):
+            yield result(Status.PASS, f"domain {name}", f"not applicable: {no_route}",
+                         *([dd.ref(DnsQuery.of(name, "MX"))] if dd else []), key=name)
+        return
     locks = []
     if ctx.available("Get-InboundConnector"):
         locks = [v.lock for c in ctx.inbound_connectors
@@ -191,6 +201,10 @@ def mx_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     uses=("Get-AcceptedDomain",),
     references=(RFC7505,),
     mappings=Mappings(attack=("T1566",)),
+    legitimate=(
+        "A domain with resolvable MX hosts, a deliberate null MX (RFC 7505), and outbound-only "
+        "domains."
+    ),
 )
 def mx_usable(ctx: CheckContext) -> Iterator[Result]:
     for item in _mx_ready(ctx, "DNS-002"):
@@ -254,6 +268,10 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
     references=(RFC7489, MS_DMARC),
     mappings=Mappings(attack=("T1684.002", "T1672"), cis=("2.1.10",),
                       scuba=("MS.EXO.4.1v1", "MS.EXO.4.2v1")),
+    legitimate=(
+        "p=reject, or p=quarantine at pct=100, with a subdomain policy at least as strict; an "
+        "organisational-domain policy that covers the subdomain."
+    ),
 )
 def dmarc_policy(ctx: CheckContext) -> Iterator[Result]:
     for name, dd in _domains(ctx):
@@ -329,6 +347,10 @@ def dmarc_policy(ctx: CheckContext) -> Iterator[Result]:
     uses=("Get-AcceptedDomain",),
     references=(RFC8461, RFC8460),
     mappings=Mappings(attack=("T1557",)),
+    legitimate=(
+        "A valid MTA-STS record and policy whose mx patterns cover every MX host, and a TLS-RPT "
+        "record; domains that receive no mail."
+    ),
 )
 def mta_sts(ctx: CheckContext) -> Iterator[Result]:
     for name, dd in _domains(ctx):
@@ -479,6 +501,11 @@ def _chain(chain: tuple[str, ...]) -> str:
     uses=("Get-AcceptedDomain",),
     references=(RFC7208, MS_SPF),
     mappings=Mappings(attack=("T1684.002", "T1672"), cis=("2.1.8",), scuba=("MS.EXO.2.2v3",)),
+    legitimate=(
+        "Any SPF record that evaluates within RFC 7208's limits, however long its include chain; "
+        "a domain that is not an accepted domain is judged the same way but only when its DNS was "
+        "recorded."
+    ),
 )
 def spf_valid(ctx: CheckContext) -> Iterator[Result]:
     for item in _spf_ready(ctx, "DNS-003"):
@@ -558,6 +585,10 @@ def _parsed_range(text: str) -> IpRange | None:
     uses=("Get-AcceptedDomain",),
     references=(RFC7208, MS_SPF),
     mappings=Mappings(attack=("T1684.002", "T1672"), cis=("2.1.8",), scuba=("MS.EXO.2.2v3",)),
+    legitimate=(
+        "~all or -all endings, and wide ranges inside the includes of the gateway or of known "
+        "mail providers (their ranges are theirs to publish)."
+    ),
 )
 def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
     providers = _provider_patterns(ctx)
@@ -628,6 +659,11 @@ def _outbound_via_gateway(ctx: CheckContext) -> OutboundConnector | None:
     references=(RFC7208, MS_SPF),
     mappings=Mappings(attack=("T1684.002", "T1672")),
     needs_gateway=True,
+    legitimate=(
+        "SPF that authorises the gateway by its include, its a:/mx: hosts or its published "
+        "ranges; a parked domain that authorises nobody (v=spf1 -all); tenants whose outbound "
+        "mail does not all go through the gateway."
+    ),
 )
 def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
     connector = _outbound_via_gateway(ctx)
@@ -648,9 +684,17 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
             yield result(Status.NOT_EVALUATED, resource, f"not evaluated: SPF does not evaluate "
                          f"({tree.result}: {tree.problem}; see DNS-003)", _spf_ref(dd), key=name)
             continue
+        if _authorises_nobody(tree):
+            yield result(Status.PASS, resource, f"SPF authorises no sender ({tree.record}): the "
+                         "domain sends no mail, so there is no outbound path to match",
+                         _spf_ref(dd), key=name)
+            continue
         includes = [t.target for t in tree.targets if t.kind in ("include", "redirect")]
+        # Profiles name the gateway's SPF hosts as include: targets or a:/mx: hosts
+        # (Proofpoint Essentials documents a:dispatch-us.ppe-hosted.com).
+        named = includes + [t.target for t in tree.targets if t.kind in ("a", "mx")]
         authorised = IpSet(IpRange.parse(n.network) for n in tree.networks if n.qualifier == "+")
-        gateway_ok = any(fnmatch.fnmatchcase(i, pat.lower()) for i in includes
+        gateway_ok = any(fnmatch.fnmatchcase(i, pat.lower()) for i in named
                          for p in ctx.gateway.active for pat in p.spf_includes) or any(
             authorised.covers(r) for p in ctx.gateway.active for g in p.range_groups for r in g.ranges)
         direct = [i for i in includes if any(fnmatch.fnmatchcase(i, pat.lower())
@@ -668,6 +712,13 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
         else:
             yield result(Status.PASS, resource, f"SPF authorises {ctx.gateway.names}, the outbound path",
                          _spf_ref(dd), key=name)
+
+
+def _authorises_nobody(tree: SpfTree) -> bool:
+    """``v=spf1 -all`` and the like: no network, no name that could authorise a sender."""
+    return (not any(n.qualifier == "+" for n in tree.networks)
+            and not any(t.kind in ("include", "redirect", "a", "mx", "exists", "ptr", "macro")
+                        for t in tree.targets))
 
 
 CHECKS = (

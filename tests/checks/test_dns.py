@@ -509,6 +509,42 @@ def test_dns005_only_gateway_include_passes() -> None:
     assert (found.status, found.resource) == (Status.PASS, RESOURCE)
 
 
+def test_dns005_parked_domain_that_authorises_nobody_passes() -> None:
+    found = only(run(dns.spf_matches_outbound, recorded(spf("v=spf1 -all")), files=outbound()))
+    assert (found.status, found.resource) == (Status.PASS, RESOURCE)
+    assert "authorises no sender" in found.message
+
+
+def test_dns005_gateway_named_by_an_a_term_passes() -> None:
+    """Proofpoint Essentials documents its SPF as a:dispatch-us.ppe-hosted.com, not an include."""
+    dispatch = "dispatch-us.ppe-hosted.com"
+    dd = recorded(spf(f"v=spf1 a:{dispatch} -all"), ok(dispatch, "A", "192.0.2.80"),
+                  status(dispatch, "AAAA", DnsStatus.NODATA))
+    files = outbound(SmartHosts=["outbound-us1.ppe-hosted.com"])
+    found = only(run(dns.spf_matches_outbound, dd, files=files, gateway="proofpoint-essentials"))
+    assert (found.status, found.resource) == (Status.PASS, RESOURCE)
+    stranger = recorded(spf("v=spf1 a:mail.contoso.example -all"),
+                        ok("mail.contoso.example", "A", "192.0.2.81"),
+                        status("mail.contoso.example", "AAAA", DnsStatus.NODATA))
+    assert only(run(dns.spf_matches_outbound, stranger, files=files,
+                    gateway="proofpoint-essentials")).status is Status.FAIL
+
+
+def test_dns001_api_deployed_gateway_expects_the_mx_at_exchange_online(tmp_path: Path) -> None:
+    from auditor.gateways import load_profile_file
+
+    profile = tmp_path / "api.toml"
+    profile.write_text('schema_version = 1\nid = "api-product"\nname = "API product"\n'
+                       'vendor = "Example"\ndeployment = "api"\n')
+    dd = recorded(mx(DOMAIN, (0, EOP_MX)), *resolving(EOP_MX))
+    evidence = store({"Get-AcceptedDomain": accepted(DOMAIN)}, (dd,))
+    gateway = resolve_gateway(evidence, builtin_profiles(), forced="api-product",
+                              user_profile=load_profile_file(profile))
+    found = only(run_check(dns.mx_around_gateway, AuditContext(evidence, gateway, AS_OF)))
+    assert (found.status, found.resource) == (Status.PASS, RESOURCE)
+    assert "through its API" in found.message
+
+
 def test_dns005_transport_rule_scoped_connector_does_not_count() -> None:
     dd = recorded(spf(f"v=spf1 include:{OUTLOOK_INCLUDE} -all"))
     found = only(run(dns.spf_matches_outbound, dd, files=outbound(IsTransportRuleScoped=True)))
