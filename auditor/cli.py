@@ -162,11 +162,18 @@ def cli() -> None:
 @click.option("--changed-within", type=click.IntRange(min=1), default=30, show_default=True,
               metavar="DAYS", help="List connectors and rules changed within this many days "
               "of the evidence's collection time for review (CONN-007).")
+@click.option("--credential-max-age", type=click.IntRange(min=1), default=365, show_default=True,
+              metavar="DAYS", help="Oldest acceptable certificate or secret of an app with "
+              "mailbox-wide access (APP-002).")
+@click.option("--rotated-since", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
+              help="Flag app credentials created before this date, e.g. a vendor advisory's "
+              "(2021-01-12 for Mimecast's) (APP-002).")
 @dns_options
 @click.option("--debug", is_flag=True, help="Re-raise a crashing check instead of reporting it.")
 def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | None,
           formats: str | None, out: Path | None, fail_on: str, fail_on_incomplete: bool,
-          max_file_size: int, changed_within: int, no_dns: bool, nameservers: tuple[str, ...],
+          max_file_size: int, changed_within: int, credential_max_age: int,
+          rotated_since: datetime | None, no_dns: bool, nameservers: tuple[str, ...],
           domains: tuple[str, ...], dns_timeout: float, debug: bool) -> None:
     """Audit SOURCE: an export folder or a snapshot (folder or .zip)."""
     threshold = _severity(fail_on)
@@ -179,7 +186,9 @@ def audit(source: Path | None, demo: bool, gateway: str, gateway_file: Path | No
     user_profile = load_profile_file(gateway_file) if gateway_file else None
     snapshot = _dns(snapshot, no_dns=no_dns, nameservers=nameservers, domains=domains,
                     timeout=dns_timeout)
-    settings = AuditSettings(changed_within=timedelta(days=changed_within))
+    settings = AuditSettings(changed_within=timedelta(days=changed_within),
+                             credential_max_age=timedelta(days=credential_max_age),
+                             rotated_since=rotated_since.replace(tzinfo=UTC) if rotated_since else None)
     report = run_audit(snapshot, _registry(), gateway=gateway, user_profile=user_profile,
                        debug=debug, settings=settings)
     _emit(report, chosen, out, explicit=formats is not None)

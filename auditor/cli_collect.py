@@ -23,10 +23,23 @@ import httpx
 
 from .cli import EXIT_INCOMPLETE, _dns, _terminal_safe, dns_options
 from .errors import InputError
-from .evidence import State
-from .exo_rest import ADMIN_API, INBOX_RULES, PLAN, CmdletCall, CmdletResult, ExoClient, Progress, RetryPolicy
+from .evidence import EXO_DIR, SPECS, State
+from .exo_rest import (
+    ADMIN_API,
+    INBOX_RULES,
+    MAILBOXES,
+    PLAN,
+    CmdletCall,
+    CmdletResult,
+    ExoClient,
+    Progress,
+    RetryPolicy,
+)
+from .graph import GRAPH_API, GRAPH_SCOPE, GraphClient, graph_plan
+from .mailbox import EWS_URL, HEADERS_KEY, RULES_KEY, MailboxCollector, MailboxPolicy, mailbox_addresses
 from .oauth import (
     DEFAULT_AUTHORITY,
+    EXO_SCOPE,
     CertificateCredential,
     ClientSecretCredential,
     Credential,
@@ -37,6 +50,8 @@ from .oauth import (
 from .snapshot import EXPORT_MANIFEST, import_export_folder, write_snapshot
 
 EXPORT_SCRIPT = "export_script.ps1"
+# The admin API items (exo/); mailbox/ items are read over EWS by auditor.mailbox.
+EXO_PLAN = tuple(call for call in PLAN if SPECS[call.key].folder == EXO_DIR)
 
 
 class TerminalProgress(Progress):
@@ -87,7 +102,11 @@ def _line(result: CmdletResult) -> str:
 
 def _source(result: CmdletResult) -> str:
     """How the manifest names an item's origin: the admin API call that produced it."""
+    if result.key in graph_plan():
+        return result.cmdlet  # the Graph request, as GraphClient names it
     parameters = " ".join(f"-{k} {v}" for k, v in _plan_parameters(result.key).items())
+    if result.key in (RULES_KEY, HEADERS_KEY):
+        return f"{result.cmdlet} (mailbox evidence over EWS)"
     if result.cmdlet == INBOX_RULES:
         parameters = f"-Mailbox <each mailbox Get-Mailbox listed> {parameters}"
     return f"admin API InvokeCommand {result.cmdlet}{' ' + parameters if parameters else ''}"
@@ -98,16 +117,18 @@ def _plan_parameters(key: str) -> dict[str, object]:
 
 
 def _credential(tenant: str, client_id: str, certificate: Path | None, password: str | None,
-                secret: str | None, device_code: bool, authority: str, backoff: float) -> Credential:
+                secret: str | None, device_code: bool, authority: str, backoff: float,
+                scope: str = EXO_SCOPE) -> Credential:
     """The way in: device code when asked, else the certificate (preferred), else the secret."""
     if device_code:
         return DeviceCodeCredential(tenant, client_id, lambda text: click.echo(text, err=True),
-                                    authority=authority, backoff=backoff)
+                                    authority=authority, backoff=backoff, scope=scope)
     if certificate is not None:
         return CertificateCredential(tenant, client_id, load_certificate(certificate, password),
-                                     authority=authority, backoff=backoff)
+                                     authority=authority, backoff=backoff, scope=scope)
     if secret:
-        return ClientSecretCredential(tenant, client_id, secret, authority=authority, backoff=backoff)
+        return ClientSecretCredential(tenant, client_id, secret, authority=authority, backoff=backoff,
+                                      scope=scope)
     raise click.UsageError("give --certificate (or AZURE_CLIENT_CERTIFICATE_PATH), a client secret "
                            "(AZURE_CLIENT_SECRET) or --device-code")
 
@@ -122,8 +143,11 @@ def _refuse_existing(out: Path) -> None:
 
 async def _collect(credential: Credential, tenant: str, admin_api: str, policy: RetryPolicy,
                    calls: Sequence[CmdletCall], concurrency: int, inbox_rules: bool,
-                   progress: TerminalProgress) -> tuple[str, list[CmdletResult]]:
-    """Sign in first (fail fast on credentials), then collect every item."""
+                   progress: TerminalProgress, mailbox_policy: MailboxPolicy,
+                   ews_url: str, graph: Credential | None = None,
+                   graph_api: str = GRAPH_API) -> tuple[str, list[CmdletResult]]:
+    """Sign in first (fail fast on credentials), then collect every item; mailbox evidence
+    last, for the mailboxes Get-Mailbox listed."""
     async with httpx.AsyncClient(timeout=policy.timeout) as http:
         token = await credential.token(http)
         client = ExoClient(tenant, credential, http, base_url=admin_api, policy=policy)
@@ -132,6 +156,14 @@ async def _collect(credential: Credential, tenant: str, admin_api: str, policy: 
                                            inbox_rules=inbox_rules)
         finally:
             progress.close()
+        listed = next((r.body for r in results if r.key == MAILBOXES), None)
+        results += await MailboxCollector(credential, http, ews_url=ews_url, policy=mailbox_policy
+                                          ).collect(mailbox_addresses(listed))
+        if graph is None:  # the app inventory (APP-*), with its own Graph-scoped token
+            results += [CmdletResult(key, "Microsoft Graph", State.MISSING,
+                                     reason="not collected (--no-graph)") for key in graph_plan()]
+        else:
+            results += await GraphClient(graph, http, base_url=graph_api, policy=policy).collect()
         return str(token.claims.get("tid") or tenant), results
 
 
@@ -172,6 +204,15 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
               help="Admin API requests in flight at once.")
 @click.option("--no-inbox-rules", is_flag=True,
               help="Skip Get-InboxRule (one request per mailbox); the item is marked missing.")
+@click.option("--mailboxes/--no-mailboxes", default=False, show_default=True,
+              help="Read inbox rules and the transport headers of recent inbox messages over EWS "
+                   "(needs full_access_as_app; for MBX-002 and MAIL-001). Off: the items are "
+                   "marked missing.")
+@click.option("--mailbox-sample", type=click.IntRange(min=1), metavar="N",
+              help="Read only N mailboxes (the same N on every run) [default: all].")
+@click.option("--messages-per-mailbox", type=click.IntRange(0, 1000), default=20, show_default=True,
+              help="Most recent inbox messages whose headers are read per mailbox (0: none).")
+@click.option("--ews-url", default=EWS_URL, show_default=True, help="Exchange Online EWS endpoint.")
 @click.option("--max-pages", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Pages fetched per cmdlet before the item is marked partial.")
 @click.option("--timeout", type=click.FloatRange(1, 600), default=120.0, show_default=True,
@@ -180,27 +221,46 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
               show_default=True, help="Identity platform [env AZURE_AUTHORITY_HOST].")
 @click.option("--admin-api", default=ADMIN_API, show_default=True,
               help="Exchange Online admin API host.")
+@click.option("--no-graph", is_flag=True,
+              help="Skip the Microsoft Graph app inventory (needs Application.Read.All; for "
+                   "APP-001 and APP-002); its items are marked missing.")
+@click.option("--graph-api", default=GRAPH_API, show_default=True, help="Microsoft Graph host.")
 @click.option("--backoff", type=click.FloatRange(0, 60), default=2.0, hidden=True)
 @click.option("--fail-on-incomplete", is_flag=True,
               help="Exit 2 when an item was not fully collected (partial, denied, error, missing).")
 @dns_options
 def collect(tenant: str, client_id: str, certificate: Path | None, certificate_password: str | None,
             client_secret: str | None, device_code: bool, out: Path, concurrency: int,
-            no_inbox_rules: bool, max_pages: int, timeout: float, authority_host: str,
-            admin_api: str, backoff: float, fail_on_incomplete: bool, no_dns: bool,
+            no_inbox_rules: bool, mailboxes: bool, mailbox_sample: int | None,
+            messages_per_mailbox: int, ews_url: str, max_pages: int, timeout: float, authority_host: str,
+            admin_api: str, no_graph: bool, graph_api: str, backoff: float,
+            fail_on_incomplete: bool, no_dns: bool,
             nameservers: tuple[str, ...], domains: tuple[str, ...], dns_timeout: float) -> None:
     """Collect the tenant's evidence live (read-only Get-* cmdlets) into a snapshot."""
     _refuse_existing(out)
     admin_api = check_endpoint(admin_api, "--admin-api")
     credential = _credential(tenant, client_id, certificate, certificate_password, client_secret,
                              device_code, authority_host, backoff)
+    graph = None if no_graph else _credential(
+        tenant, client_id, certificate, certificate_password, client_secret, device_code,
+        authority_host, backoff, scope=GRAPH_SCOPE)
+    graph_api = check_endpoint(graph_api, "--graph-api")
     policy = RetryPolicy(backoff=backoff, timeout=timeout, max_pages=max_pages)
-    progress = TerminalProgress(len(PLAN), live=sys.stderr.isatty())
+    ews_url = check_endpoint(ews_url, "--ews-url")
+    mailbox_policy = MailboxPolicy(concurrency=concurrency, mailbox_sample=mailbox_sample,
+                                   messages_per_mailbox=messages_per_mailbox, rules=mailboxes,
+                                   headers=mailboxes and messages_per_mailbox > 0,
+                                   backoff=backoff, timeout=timeout)
+    progress = TerminalProgress(len(EXO_PLAN), live=sys.stderr.isatty())
     collected_at = datetime.now(UTC)
-    click.echo(f"collecting {len(PLAN)} evidence items from {admin_api} "
+    click.echo(f"collecting {len(EXO_PLAN)} evidence items from {admin_api} "
                f"({credential.kind}, {concurrency} in flight)", err=True)
-    tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, PLAN,
-                                              concurrency, not no_inbox_rules, progress))
+    tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, EXO_PLAN,
+                                              concurrency, not no_inbox_rules, progress,
+                                              mailbox_policy, ews_url, graph, graph_api))
+    if not progress.live:
+        for result in results[len(EXO_PLAN):]:
+            click.echo(_line(result), err=True)
     with tempfile.TemporaryDirectory(prefix="mailflow-collect-") as folder:
         export = Path(folder)
         for result in results:

@@ -30,6 +30,8 @@ class AuditSettings:
     """The user's judgement calls that checks apply (CLI options); defaults suit most tenants."""
 
     changed_within: timedelta = timedelta(days=30)  # CONN-007: what counts as a recent change
+    credential_max_age: timedelta = timedelta(days=365)  # APP-002: oldest acceptable app credential
+    rotated_since: datetime | None = None  # APP-002: credentials must be newer (an advisory's date)
 
 
 @dataclass(frozen=True)

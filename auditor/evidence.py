@@ -19,6 +19,8 @@ from .models import ExoObject, Rejected
 from .psjson import parse_document
 
 EXO_DIR = "exo"
+GRAPH_DIR = "graph"
+MAILBOX_DIR = "mailbox"
 
 
 class State(StrEnum):
@@ -74,6 +76,15 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     EvidenceSpec("Get-InboxRule", models.InboxRule),
     EvidenceSpec("Get-ManagementRoleAssignment", models.ManagementRoleAssignment),
     EvidenceSpec("Get-ApplicationAccessPolicy", models.ApplicationAccessPolicy),
+    # Microsoft Graph (auditor/graph.py): REST bodies, {"value": [...]}, one file per key.
+    EvidenceSpec("Graph-ServicePrincipals", models.GraphServicePrincipal, folder=GRAPH_DIR),
+    EvidenceSpec("Graph-Applications", models.GraphApplication, folder=GRAPH_DIR),
+    EvidenceSpec("Graph-ResourceAppRoles", models.GraphResourceServicePrincipal, folder=GRAPH_DIR),
+    EvidenceSpec("Graph-AppRoleAssignments", models.GraphAppRoleAssignment, folder=GRAPH_DIR),
+    EvidenceSpec("Graph-DelegatedGrants", models.GraphDelegatedGrant, folder=GRAPH_DIR),
+    # Mailbox contents over EWS (auditor/mailbox.py): {"mailboxes": [...], "value": [...]}.
+    EvidenceSpec("Mailbox-InboxRules", models.InboxRule, folder=MAILBOX_DIR),
+    EvidenceSpec("Mailbox-MessageHeaders", models.MessageHeaders, folder=MAILBOX_DIR),
 )
 SPECS: Mapping[str, EvidenceSpec] = {spec.key: spec for spec in CATALOG}
 EVIDENCE_KEYS = frozenset(SPECS) | {DNS_KEY}  # what a check may list in requires / uses

@@ -443,6 +443,224 @@ class ApplicationAccessPolicy(ExoObject):
     Description: str | None = prop()
 
 
+# --- Microsoft Graph (folder graph/): property names as Graph spells them --------------------
+
+CERTIFICATE = "certificate"
+SECRET = "secret"  # noqa: S105 - a credential kind, not a password
+SYMMETRIC_KEY = "symmetric key"
+
+
+@dataclass(frozen=True, slots=True)
+class AppCredential:
+    """One certificate or client secret of an app or a service principal: its id, name, type and
+    validity dates. The secret, its hint and a certificate's key are never read."""
+
+    kind: str  # CERTIFICATE, SECRET or SYMMETRIC_KEY
+    keyId: str | None
+    displayName: str | None
+    type: str | None
+    startDateTime: datetime | None
+    endDateTime: datetime | None
+    source: SourceRef
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        name = f" {self.displayName!r}" if self.displayName else ""
+        return f"{self.kind}{name} (keyId {self.keyId or 'unknown'})"
+
+    def ref(self, name: str, note: str | None = None) -> EvidenceRef:
+        key = _actual_key(self.raw, name)
+        return EvidenceRef(self.source.file, f"{self.source.pointer}/{pointer_escape(key)}",
+                           self.raw.get(key), name, note)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSet:
+    """The credentials listed on an object, those that could not be read, and the credential
+    properties the evidence does not hold at all (then the credentials are unknown)."""
+
+    items: tuple[AppCredential, ...]
+    rejected: tuple[Rejected, ...]
+    absent: tuple[str, ...]
+
+
+_CREDENTIAL_LISTS = (("keyCredentials", CERTIFICATE), ("passwordCredentials", SECRET))
+
+
+def _credential(item: Mapping[str, Any], kind: str, source: SourceRef) -> AppCredential:
+    """One credential entry; raises ValueError naming the property that cannot be read."""
+    fields: dict[str, Any] = {}
+    for name, convert in (("keyId", values.to_str), ("displayName", values.to_str),
+                          ("type", values.to_str), ("startDateTime", values.to_datetime),
+                          ("endDateTime", values.to_datetime)):
+        try:
+            fields[name] = convert(item.get(name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    if kind == CERTIFICATE and fields["type"] and "x509" not in fields["type"].lower():
+        kind = SYMMETRIC_KEY
+    return AppCredential(kind=kind, source=source, raw=item, **fields)
+
+
+def app_credentials(obj: ExoObject) -> CredentialSet:
+    """The ``keyCredentials`` and ``passwordCredentials`` of a Graph application or service
+    principal, each with a pointer to its entry."""
+    items: list[AppCredential] = []
+    rejected: list[Rejected] = []
+    absent: list[str] = []
+    for name, kind in _CREDENTIAL_LISTS:
+        key = _actual_key(obj.raw, name)
+        if key not in obj.raw:
+            absent.append(name)
+            continue
+        listed = obj.raw[key]
+        base = f"{obj.source.pointer}/{pointer_escape(key)}"
+        if listed is None:
+            listed = []
+        if not isinstance(listed, list):
+            rejected.append(Rejected(obj.source, obj.display_name, f"{name} is not a list",
+                                     base, listed))
+            continue
+        for index, item in enumerate(listed):
+            source = SourceRef(obj.source.file, f"{base}/{index}")
+            if not isinstance(item, dict):
+                rejected.append(Rejected(source, obj.display_name,
+                                         f"{name}/{index} is not an object", source.pointer, item))
+                continue
+            try:
+                items.append(_credential(item, kind, source))
+            except ValueError as exc:
+                rejected.append(Rejected(source, obj.display_name, f"{name}/{index}: {exc}",
+                                         source.pointer, None))
+    return CredentialSet(tuple(items), tuple(rejected), tuple(absent))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphObject(ExoObject):
+    """A Microsoft Graph directory object: named by ``displayName``, identified by ``id``."""
+
+    id: str | None = prop()
+    displayName: str | None = prop()
+
+    @property
+    def display_name(self) -> str:
+        return self.displayName or self.id or self.source.pointer or "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphServicePrincipal(GraphObject):
+    """``GET /servicePrincipals``: an app's identity in this tenant (its own or a vendor's)."""
+
+    CMDLET: ClassVar[str] = "Graph-ServicePrincipals"
+    appId: str | None = prop()
+    appOwnerOrganizationId: str | None = prop()
+    servicePrincipalType: str | None = prop()
+    publisherName: str | None = prop()
+    accountEnabled: bool | None = prop()
+
+    def credentials(self) -> CredentialSet:
+        return app_credentials(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphApplication(GraphObject):
+    """``GET /applications``: an app registered in this tenant (where its credentials live)."""
+
+    CMDLET: ClassVar[str] = "Graph-Applications"
+    appId: str | None = prop()
+    signInAudience: str | None = prop()
+    createdDateTime: datetime | None = prop()
+
+    def credentials(self) -> CredentialSet:
+        return app_credentials(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphResourceServicePrincipal(GraphObject):
+    """A resource API's service principal (Exchange Online, Microsoft Graph) with ``appRoles``:
+    the tenant's own record of which app role id means which permission."""
+
+    CMDLET: ClassVar[str] = "Graph-ResourceAppRoles"
+    appId: str | None = prop()
+
+    def app_roles(self) -> dict[str, str]:
+        """App role id (lower case) -> permission name (``value``), from the evidence."""
+        listed = self.raw.get(_actual_key(self.raw, "appRoles"))
+        roles: dict[str, str] = {}
+        for role in listed if isinstance(listed, list) else ():
+            if isinstance(role, dict) and isinstance(role.get("id"), str) \
+                    and isinstance(role.get("value"), str):
+                roles[role["id"].lower()] = role["value"]
+        return roles
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphAppRoleAssignment(ExoObject):
+    """``GET /servicePrincipals/{resource}/appRoleAssignedTo``: an application permission
+    granted (admin consented) to a principal on a resource API."""
+
+    CMDLET: ClassVar[str] = "Graph-AppRoleAssignments"
+    id: str | None = prop()
+    appRoleId: str | None = prop()
+    principalId: str | None = prop()
+    principalDisplayName: str | None = prop()
+    principalType: str | None = prop()
+    resourceId: str | None = prop()
+    resourceDisplayName: str | None = prop()
+    createdDateTime: datetime | None = prop()
+
+    @property
+    def display_name(self) -> str:
+        return self.principalDisplayName or self.principalId or self.source.pointer or "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphDelegatedGrant(ExoObject):
+    """``GET /oauth2PermissionGrants``: delegated permissions (such as EWS.AccessAsUser.All)
+    consented for a client app on a resource API, for all users or one."""
+
+    CMDLET: ClassVar[str] = "Graph-DelegatedGrants"
+    id: str | None = prop()
+    clientId: str | None = prop()
+    consentType: str | None = prop()
+    principalId: str | None = prop()
+    resourceId: str | None = prop()
+    scope: str | None = prop()
+
+
+# --- Mailbox evidence over EWS (folder mailbox/) ------------------------------------------------
+# Inbox rules read over EWS are stored with Get-InboxRule's property names and use InboxRule.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageHeaders(ExoObject):
+    """What proves how one delivered message reached Exchange Online: its id, date and sender,
+    the Received chain (top = latest hop), EOP's X-Forefront-Antispam-Report, the organisation's
+    AuthAs / directionality stamps and the names of all its headers (for gateway stamps).
+
+    A row with ``CollectionState`` is not a message but a mailbox whose messages were not read
+    (``denied``, ``missing``, ``error``) or whose inbox is ``empty``, with the reason."""
+
+    CMDLET: ClassVar[str] = "Mailbox-MessageHeaders"
+    Mailbox: str | None = prop()
+    InternetMessageId: str | None = prop()
+    DateTimeReceived: datetime | None = prop()
+    Sender: str | None = prop()
+    Received: tuple[str, ...] = multi()
+    AntispamReport: str | None = prop()
+    AuthenticationResults: str | None = prop()
+    OrganizationAuthAs: str | None = prop()
+    MessageDirectionality: str | None = prop()
+    HeaderNames: tuple[str, ...] = multi()
+    CollectionState: str | None = prop()
+    CollectionError: str | None = prop()
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.Mailbox or '?'}: {self.InternetMessageId or self.source.pointer}"
+
+
 Model = typing.TypeVar("Model", bound=ExoObject)
 
 

@@ -3,7 +3,7 @@
 Each module lists its checks in ``CHECKS``; this tuple is their union, in catalog order.
 """
 
-from . import connectors, dns, gateway, mailboxes, organization, policies, transport_rules
+from . import apps, connectors, dns, gateway, mail, mailboxes, organization, policies, transport_rules
 
 BUILTIN_CHECKS = (
     *connectors.CHECKS,
@@ -13,4 +13,6 @@ BUILTIN_CHECKS = (
     *organization.CHECKS,
     *dns.CHECKS,
     *gateway.CHECKS,
+    *apps.CHECKS,
+    *mail.CHECKS,
 )

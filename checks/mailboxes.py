@@ -55,6 +55,7 @@ MITRE_HIDING_RULES = Reference(
 
 MAILBOXES = "Get-Mailbox"
 INBOX_RULES = "Get-InboxRule"
+EWS_INBOX_RULES = "Mailbox-InboxRules"  # the same rules read over EWS (auditor/mailbox.py)
 ACCEPTED_DOMAINS = "Get-AcceptedDomain"
 
 # Folders a user rarely opens, where hiding rules park what the owner must not see
@@ -319,7 +320,7 @@ def _analyse_rule(ctx: CheckContext, rule: InboxRule, directory: MailboxDirector
         "Disable-InboxRule -Identity \"<rule identity>\" -Confirm:$false",
     ),
     requires=(INBOX_RULES, ACCEPTED_DOMAINS),
-    uses=(MAILBOXES, OUTBOUND_POLICIES, REMOTE_DOMAINS),
+    uses=(MAILBOXES, OUTBOUND_POLICIES, REMOTE_DOMAINS, EWS_INBOX_RULES),
     references=(MS_COMPROMISED_ACCOUNT, MS_GET_INBOX_RULE, MS_FORWARDING, MITRE_FORWARDING_RULE,
                 MITRE_HIDING_RULES),
     mappings=Mappings(attack=("T1114.003", "T1564.008"), cis=("6.2.1",)),
@@ -334,8 +335,11 @@ def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
     rules = ctx.objects(INBOX_RULES, InboxRule)
     mailboxes = ctx.objects(MAILBOXES, Mailbox) if ctx.available(MAILBOXES) else ()
     directory = MailboxDirectory(mailboxes)
+    ews_rules = _ews_rules_of_other_mailboxes(ctx, rules, directory)
+    rules += ews_rules
     owners = {(r.MailboxOwnerId or "").lower() for r in rules if r.MailboxOwnerId}
     coverage = (f"the export holds {len(rules)} inbox rules of {len(owners)} mailboxes"
+                + (f" ({len(ews_rules)} of them read over EWS)" if ews_rules else "")
                 + (f" (Get-Mailbox lists {len(mailboxes)})" if mailboxes else "")
                 + "; only those were examined: mailboxes whose rules were not exported, and "
                 "hidden rules (Get-InboxRule -IncludeHidden), were not")
@@ -358,6 +362,24 @@ def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
                      f"mail; {coverage}", EvidenceRef(file=f"exo/{INBOX_RULES}.json", pointer="",
                                                       observed=len(rules)),
                      key="none", summary=True)
+
+
+def _ews_rules_of_other_mailboxes(ctx: CheckContext, rules: tuple[InboxRule, ...],
+                                  directory: MailboxDirectory) -> tuple[InboxRule, ...]:
+    """Rules read over EWS (Mailbox-InboxRules, stored with Get-InboxRule's property names) of
+    the mailboxes whose rules Get-InboxRule did not return, so no rule is reported twice."""
+    if not ctx.available(EWS_INBOX_RULES):
+        return ()
+
+    def owner(rule: InboxRule) -> str:
+        text = rule.MailboxOwnerId or (rule.Identity or "").split("\\", 1)[0]
+        found = directory.find(text) if text else None
+        return (mailbox_label(found) if found else text).lower()
+
+    exported = {owner(rule) for rule in rules}
+    # Rows with a CollectionState are mailboxes EWS could not read, not rules.
+    return tuple(r for r in ctx.objects(EWS_INBOX_RULES, InboxRule)
+                 if r.Name is not None and owner(r) not in exported)
 
 
 def _rule_result(rule: InboxRule, found: RuleFindings, directory: MailboxDirectory) -> Result:
