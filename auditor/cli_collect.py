@@ -23,7 +23,7 @@ import httpx
 
 from .cli import EXIT_INCOMPLETE, _dns, _terminal_safe, dns_options
 from .errors import InputError
-from .evidence import EXO_DIR, SPECS, State
+from .evidence import State
 from .exo_rest import (
     ADMIN_API,
     INBOX_RULES,
@@ -51,7 +51,6 @@ from .snapshot import EXPORT_MANIFEST, import_export_folder, write_snapshot
 
 EXPORT_SCRIPT = "export_script.ps1"
 # The admin API items (exo/); mailbox/ items are read over EWS by auditor.mailbox.
-EXO_PLAN = tuple(call for call in PLAN if SPECS[call.key].folder == EXO_DIR)
 
 
 class TerminalProgress(Progress):
@@ -251,15 +250,15 @@ def collect(tenant: str, client_id: str, certificate: Path | None, certificate_p
                                    messages_per_mailbox=messages_per_mailbox, rules=mailboxes,
                                    headers=mailboxes and messages_per_mailbox > 0,
                                    backoff=backoff, timeout=timeout)
-    progress = TerminalProgress(len(EXO_PLAN), live=sys.stderr.isatty())
+    progress = TerminalProgress(len(PLAN), live=sys.stderr.isatty())
     collected_at = datetime.now(UTC)
-    click.echo(f"collecting {len(EXO_PLAN)} evidence items from {admin_api} "
+    click.echo(f"collecting {len(PLAN)} evidence items from {admin_api} "
                f"({credential.kind}, {concurrency} in flight)", err=True)
-    tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, EXO_PLAN,
+    tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, PLAN,
                                               concurrency, not no_inbox_rules, progress,
                                               mailbox_policy, ews_url, graph, graph_api))
     if not progress.live:
-        for result in results[len(EXO_PLAN):]:
+        for result in results[len(PLAN):]:
             click.echo(_line(result), err=True)
     with tempfile.TemporaryDirectory(prefix="mailflow-collect-") as folder:
         export = Path(folder)

@@ -87,6 +87,7 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     EvidenceSpec("Mailbox-MessageHeaders", models.MessageHeaders, folder=MAILBOX_DIR),
 )
 SPECS: Mapping[str, EvidenceSpec] = {spec.key: spec for spec in CATALOG}
+EXO_SPECS = tuple(spec for spec in CATALOG if spec.folder == EXO_DIR)  # what the admin API serves
 EVIDENCE_KEYS = frozenset(SPECS) | {DNS_KEY}  # what a check may list in requires / uses
 _BY_FILENAME: Mapping[str, EvidenceSpec] = {spec.filename.lower(): spec for spec in CATALOG}
 

@@ -29,7 +29,7 @@ import httpx
 
 from . import __version__
 from .errors import AuthenticationError, CmdletNotAllowedError
-from .evidence import CATALOG, State
+from .evidence import EXO_SPECS, State
 from .oauth import AccessToken, Credential, check_endpoint
 from .psjson import error_text
 
@@ -72,7 +72,8 @@ def _call_for(key: str) -> CmdletCall:
     return CmdletCall(key, key, parameters)
 
 
-PLAN: tuple[CmdletCall, ...] = tuple(_call_for(spec.key) for spec in CATALOG)
+# The admin API serves the exo/ evidence only; Graph and mailbox evidence have their own clients.
+PLAN: tuple[CmdletCall, ...] = tuple(_call_for(spec.key) for spec in EXO_SPECS)
 ALLOWED_CMDLETS: frozenset[str] = frozenset(call.cmdlet.lower() for call in PLAN)
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from auditor.errors import CmdletNotAllowedError
-from auditor.evidence import CATALOG, SPECS, State, parse_evidence
+from auditor.evidence import EXO_SPECS, SPECS, State, parse_evidence
 from auditor.exo_rest import PLAN, CmdletCall, ExoClient, RetryPolicy, ensure_allowed
 from auditor.oauth import ClientSecretCredential
 from tests.fakeexo import CLIENT_ID, SAMPLES, SYSTEM_MAILBOX, TENANT_DOMAIN, TENANT_ID, FakeExo, Fault
@@ -64,7 +64,7 @@ def test_anything_but_a_catalogued_get_cmdlet_is_refused(cmdlet: str) -> None:
 
 
 def test_the_plan_is_the_catalogue_and_only_get_cmdlets() -> None:
-    assert [c.key for c in PLAN] == [s.key for s in CATALOG]
+    assert [c.key for c in PLAN] == [s.key for s in EXO_SPECS]
     assert all(c.cmdlet.startswith("Get-") for c in PLAN)
     tabl = {c.key: c.parameters for c in PLAN if c.cmdlet == "Get-TenantAllowBlockListItems"}
     assert tabl == {f"Get-TenantAllowBlockListItems-{t}": {"ListType": t}
@@ -268,7 +268,7 @@ async def test_collection_runs_cmdlets_concurrently_within_the_bound(fake: FakeE
     fake.latency = 0.05
     results = await client.collect(concurrency=3)
     assert fake.max_in_flight == 3
-    assert [r.key for r in results] == [s.key for s in CATALOG]
+    assert [r.key for r in results] == [s.key for s in EXO_SPECS]
 
 
 async def test_nothing_is_lost_each_item_is_collected_or_says_why_not(fake: FakeExo,
@@ -280,7 +280,7 @@ async def test_nothing_is_lost_each_item_is_collected_or_says_why_not(fake: Fake
     fake.faults["Get-JournalRule"] = [Fault.reply(500)] * 5
     fake.faults["Get-TransportRule"] = [Fault.throttle("0.1"), Fault("truncate"), Fault("expire")]
     results = {r.key: r for r in await client.collect(concurrency=3)}
-    assert set(results) == set(SPECS)
+    assert set(results) == {s.key for s in EXO_SPECS}
     for result in results.values():
         assert result.state is State.OK or result.reason, result.key
     assert results["Get-HostedOutboundSpamFilterPolicy"].state is State.DENIED
@@ -306,7 +306,7 @@ async def test_a_mailbox_that_vanished_is_a_warning_not_a_failure(fake: FakeExo,
                                                                   client: ExoClient) -> None:
     gone = next(iter(fake.data["Get-InboxRule"]))
     del fake.data["Get-InboxRule"][gone]
-    inbox = (await client.collect())[[s.key for s in CATALOG].index("Get-InboxRule")]
+    inbox = (await client.collect())[[s.key for s in EXO_SPECS].index("Get-InboxRule")]
     assert inbox.state is State.OK and any(gone in w for w in inbox.warnings)
 
 
