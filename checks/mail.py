@@ -206,6 +206,9 @@ def delivered_around_gateway(ctx: CheckContext) -> Iterator[Result]:
                      EvidenceRef(HEADERS_FILE, "", 0), key="none")
 
 
+SKIP_LISTED = "x-ms-exchange-skiplistedinternetsender"
+
+
 def _judge(ctx: CheckContext, row: MessageHeaders, profiles: Sequence[GatewayProfile],
            ranges_known: bool) -> str | Result:
     """A tally label for a message that passes, or the Result for one that does not."""
@@ -215,24 +218,32 @@ def _judge(ctx: CheckContext, row: MessageHeaders, profiles: Sequence[GatewayPro
     if _internal(row, report) is not None:
         return "internal (not inbound)"
     hop = entry_hop(row.Received)
+    hop_ip = hop.ip if hop is not None and hop.ip else None
     cip = report.get("CIP") if report.get("CIP") not in (None, "", _NO_IP) else None
-    ip = cip or (hop.ip if hop else None)
+    # The Received hop Exchange Online wrote as the message entered is who connected. CIP says
+    # the same, except under Enhanced Filtering, where it names the sender before the skipped
+    # gateway hop (X-MS-Exchange-SkipListedInternetSender marks that): then it proves nothing.
+    skip_listed = any(n.lower() == SKIP_LISTED for n in row.HeaderNames)
+    ip = hop_ip or (cip if not skip_listed else None)
     try:
         rng = IpRange.parse(ip) if ip else None
     except ValueError:
         rng = None
     if rng is None:
-        missing = ("no X-Forefront-Antispam-Report CIP" if not cip else f"CIP {cip!r} is not an IP")
-        missing += ", and no Received hop into Exchange Online with an IP" if not (hop and hop.ip) else ""
+        missing = ("no Received hop into Exchange Online with an IP" if not hop_ip else "")
+        missing += (", and CIP names the sender before a skip-listed hop (Enhanced Filtering)"
+                    if cip and skip_listed else ", and no X-Forefront-Antispam-Report CIP"
+                    if not cip else f", and CIP {cip!r} is not an IP")
         return result(Status.NOT_EVALUATED, resource,
                       f"not evaluated: the headers do not say who connected ({missing})",
                       row.ref("AntispamReport"), row.ref("Received"), key=key)
-    host = (report.get("PTR") or (hop.sender_host if hop else "") or "").lower().rstrip(".")
+    host = ((hop.sender_host if hop_ip and hop is not None else report.get("PTR")) or "").lower().rstrip(".")
     stamps = _stamps(row, profiles)
     vendor_host = next((p for p in profiles if host and _matches(host, _vendor_patterns(p))), None)
-    evidence = [row.ref("AntispamReport") if cip else row.ref_item("Received", hop.raw if hop else "")]
-    if hop is not None and cip:
-        evidence.append(row.ref_item("Received", hop.raw))
+    evidence = ([row.ref_item("Received", hop.raw)] if hop_ip and hop is not None
+                else [row.ref("AntispamReport")])
+    if cip and hop_ip:
+        evidence.append(row.ref("AntispamReport"))
     evidence += [row.ref("InternetMessageId"), row.ref("DateTimeReceived"), row.ref("Sender")]
     if ctx.gateway.covers(rng):
         return f"through {ctx.gateway.names} (connecting IP in its ranges)"

@@ -62,8 +62,9 @@ def test_a_message_handed_over_by_an_outside_ip_fails_with_its_id_date_sender_an
                  "Received: from mail.attacker.example (192.0.2.77) by BL0PEPF00012345"):
         assert part in bypass.message
     assert bypass.evidence[0].file == "mailbox/Mailbox-MessageHeaders.json"
-    assert bypass.evidence[0].pointer == "/value/0/AntispamReport"
-    assert {e.pointer for e in bypass.evidence} >= {"/value/0/Received/1", "/value/0/InternetMessageId"}
+    assert bypass.evidence[0].pointer == "/value/0/Received/1"  # the hop Exchange Online wrote
+    assert {e.pointer for e in bypass.evidence} >= {"/value/0/AntispamReport",
+                                                    "/value/0/InternetMessageId"}
     assert ("pass", "mailbox alex.wilber@contoso.com") in statuses(found)
 
 
@@ -75,6 +76,22 @@ def test_mail_delivered_through_mimecast_with_its_stamps_passes(make_export: Cal
     found = findings_for(audit(folder, gateway="mimecast"), "MAIL-001")
     assert statuses(found) == {("pass", "mailbox alex.wilber@contoso.com")}
     assert "3 through Mimecast" in found[0].message
+
+
+def test_under_enhanced_filtering_the_entry_hop_not_cip_says_who_connected(
+        make_export: Callable[..., Path]) -> None:
+    """With Enhanced Filtering, CIP names the sender before the skip-listed gateway hop."""
+    through = message("<ef@fabrikam.com>", cip=OUTSIDE_IP, helo="us-smtp-delivery-1.mimecast.com",
+                      stamps=("X-MC-Unique", "X-MS-Exchange-SkipListedInternetSender"))
+    through["Received"][1] = through["Received"][1].replace(OUTSIDE_IP, MIMECAST_IP)
+    unreadable = message("<ef2@fabrikam.com>", cip=OUTSIDE_IP, helo="us-smtp-delivery-1.mimecast.com",
+                         stamps=("X-MS-Exchange-SkipListedInternetSender",), Received=["garbled"])
+    found = findings_for(audit(export(make_export, through, unreadable), gateway="mimecast"), "MAIL-001")
+    gap_resource = "message <ef2@fabrikam.com> in mailbox alex.wilber@contoso.com"
+    assert statuses(found) == {("pass", "mailbox alex.wilber@contoso.com"),
+                               ("not_evaluated", gap_resource)}
+    gap = next(f for f in found if f.status.value == "not_evaluated")
+    assert "skip-listed hop" in gap.message
 
 
 def test_internal_mail_is_not_inbound(make_export: Callable[..., Path]) -> None:
