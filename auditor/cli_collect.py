@@ -26,8 +26,10 @@ from .errors import InputError
 from .evidence import State
 from .exo_rest import (
     ADMIN_API,
+    BATCH_SIZE,
     INBOX_RULES,
     MAILBOXES,
+    MAX_BATCH_SIZE,
     PLAN,
     CmdletCall,
     CmdletResult,
@@ -144,7 +146,8 @@ async def _collect(credential: Credential, tenant: str, admin_api: str, policy: 
                    calls: Sequence[CmdletCall], concurrency: int, inbox_rules: bool,
                    progress: TerminalProgress, mailbox_policy: MailboxPolicy,
                    ews_url: str, graph: Credential | None = None,
-                   graph_api: str = GRAPH_API) -> tuple[str, list[CmdletResult]]:
+                   graph_api: str = GRAPH_API,
+                   batch_size: int = BATCH_SIZE) -> tuple[str, list[CmdletResult]]:
     """Sign in first (fail fast on credentials), then collect every item; mailbox evidence
     last, for the mailboxes Get-Mailbox listed."""
     async with httpx.AsyncClient(timeout=policy.timeout) as http:
@@ -152,9 +155,11 @@ async def _collect(credential: Credential, tenant: str, admin_api: str, policy: 
         client = ExoClient(tenant, credential, http, base_url=admin_api, policy=policy)
         try:
             results = await client.collect(calls, concurrency=concurrency, progress=progress,
-                                           inbox_rules=inbox_rules)
+                                           inbox_rules=inbox_rules, batch_size=batch_size)
         finally:
             progress.close()
+        if client.batch_refused:
+            click.echo(f"note: {client.batch_refused}", err=True)
         listed = next((r.body for r in results if r.key == MAILBOXES), None)
         results += await MailboxCollector(credential, http, ews_url=ews_url, policy=mailbox_policy
                                           ).collect(mailbox_addresses(listed))
@@ -201,6 +206,8 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
               help="Snapshot to write: a new folder, or a file ending in .zip.")
 @click.option("--concurrency", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Admin API requests in flight at once.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=BATCH_SIZE,
+              show_default=True, help="Cmdlet calls per admin API $batch request (1: no batching).")
 @click.option("--no-inbox-rules", is_flag=True,
               help="Skip Get-InboxRule (one request per mailbox); the item is marked missing.")
 @click.option("--mailboxes/--no-mailboxes", default=False, show_default=True,
@@ -229,7 +236,7 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
               help="Exit 2 when an item was not fully collected (partial, denied, error, missing).")
 @dns_options
 def collect(tenant: str, client_id: str, certificate: Path | None, certificate_password: str | None,
-            client_secret: str | None, device_code: bool, out: Path, concurrency: int,
+            client_secret: str | None, device_code: bool, out: Path, concurrency: int, batch_size: int,
             no_inbox_rules: bool, mailboxes: bool, mailbox_sample: int | None,
             messages_per_mailbox: int, ews_url: str, max_pages: int, timeout: float, authority_host: str,
             admin_api: str, no_graph: bool, graph_api: str, backoff: float,
@@ -256,7 +263,7 @@ def collect(tenant: str, client_id: str, certificate: Path | None, certificate_p
                f"({credential.kind}, {concurrency} in flight)", err=True)
     tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, PLAN,
                                               concurrency, not no_inbox_rules, progress,
-                                              mailbox_policy, ews_url, graph, graph_api))
+                                              mailbox_policy, ews_url, graph, graph_api, batch_size))
     if not progress.live:
         for result in results[len(PLAN):]:
             click.echo(_line(result), err=True)

@@ -10,9 +10,16 @@ client under test does real requests, not patched calls:
 - ``POST /adminapi/beta/{tenantId}/InvokeCommand``: bearer token and anchor checked, results
   served from a data set (the demo tenant's files by default) in pages with ``@odata.nextLink``
   and the admin API's truncation warning, error bodies as the real service writes them.
+- ``POST /adminapi/beta/{tenantId}/$batch``: OData JSON batching, ``{"requests": [{id, method,
+  url, headers, body}]}`` answered ``{"responses": [{id, status, headers, body}]}``, each item
+  served as its own InvokeCommand (its faults included); without ``Prefer:
+  odata.continue-on-error`` the items after the first failure are left unanswered.
 
 Faults are queued per cmdlet (``server.faults["Get-Mailbox"] = [Fault.status(429, ...)]``) and
-consumed one per request; every request is recorded in ``server.requests``.
+consumed one per request or batch item; ``server.batch_faults`` hit whole ``$batch`` POSTs
+(a 5xx, a dropped connection, ...), and ``batch_status`` refuses the endpoint outright. Every
+HTTP request is recorded in ``server.requests``; ``latency`` is added to each HTTP request
+(a ``$batch`` POST counts once) and ``item_latency`` to each item of a batch.
 """
 
 from __future__ import annotations
@@ -83,6 +90,9 @@ def error_body(code: str, kind: str, text: str) -> dict[str, Any]:
             "adminapi.warnings@odata.type": "#Collection(String)", "@adminapi.warnings": []}
 
 
+Answer = tuple[int, Any, dict[str, str]]  # status, body (or a Fault), headers
+
+
 @dataclass(frozen=True)
 class Fault:
     """One misbehaviour of the admin API, for one request."""
@@ -116,16 +126,22 @@ class FakeExo:
 
     def __init__(self, *, secret: str | None = None, certificate_der: bytes | None = None,
                  data: dict[str, Any] | None = None, page_size: int = 1000,
-                 latency: float = 0.0, device_polls: int = 1, device_interval: int = 5) -> None:
+                 latency: float = 0.0, item_latency: float = 0.0, batch_limit: int = 20,
+                 device_polls: int = 1, device_interval: int = 5) -> None:
         self.secret = secret
         self.certificate_der = certificate_der
         self.data = demo_data() if data is None else data
         self.page_size = page_size
         self.latency = latency
+        self.item_latency = item_latency
+        self.batch_limit = batch_limit  # most requests in one $batch (Graph's bound); more: 400
+        self.batch_status: int | None = None  # answer every $batch POST with this (e.g. 405)
+        self.batch_faults: list[Fault] = []  # consumed one per $batch POST
+        self.continue_on_error = True  # honour Prefer: odata.continue-on-error
         self.device_polls = device_polls  # "authorization_pending" answers before approval
         self.device_interval = device_interval
         self.in_flight = 0
-        self.max_in_flight = 0  # most InvokeCommand requests served at once
+        self.max_in_flight = 0  # most admin API requests (InvokeCommand or $batch) served at once
         self.faults: dict[str, list[Fault]] = {}
         self.denied: set[str] = set()  # cmdlets answered 403
         self.loop_pages: set[str] = set()  # cmdlets whose page 2 links back to page 2
@@ -161,7 +177,26 @@ class FakeExo:
             self.valid.clear()
 
     def invoke_requests(self) -> list[Recorded]:
+        """Every HTTP request to the admin API: single InvokeCommand calls and $batch POSTs."""
+        return [r for r in self.requests if r.path.startswith("/adminapi/")]
+
+    def single_requests(self) -> list[Recorded]:
         return [r for r in self.requests if "/InvokeCommand" in r.path]
+
+    def batch_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if _is_batch(urlsplit(r.path).path)]
+
+    def cmdlet_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """(cmdlet, parameters) of every InvokeCommand asked for, alone or as a $batch item."""
+        calls = []
+        for recorded in self.invoke_requests():
+            document = json.loads(recorded.body)
+            inputs = ([item.get("body") or {} for item in document.get("requests") or []]
+                      if _is_batch(urlsplit(recorded.path).path) else [document])
+            for body in inputs:
+                command = body["CmdletInput"]
+                calls.append((command["CmdletName"], command.get("Parameters") or {}))
+        return calls
 
     def token_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/token")]
@@ -311,22 +346,80 @@ class FakeExo:
             found = found[mailbox]
         return list(found)
 
-    def _invoke(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _admin(self, handler: BaseHTTPRequestHandler, body: bytes) -> Answer:
+        """One HTTP request to the admin API, after the configured latency."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.latency:
                 time.sleep(self.latency)
-            return self._invoke_now(handler, body)
+            headers = {"Authorization": handler.headers.get("Authorization", ""),
+                       "Host": handler.headers.get("Host", ""),
+                       "Prefer": handler.headers.get("Prefer", "")}
+            if _is_batch(urlsplit(handler.path).path):
+                return self._batch(handler.path, headers, body)
+            return self._invoke_now(handler.path, headers, body)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
-    def _invoke_now(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, Any, dict[str, str]]:
-        parts = urlsplit(handler.path)
+    def _batch(self, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        """A $batch POST: each item answered as its own InvokeCommand."""
+        with self._lock:
+            fault = self.batch_faults.pop(0) if self.batch_faults else None
+        if fault is not None:
+            return fault.status, fault, fault.headers
+        if self.batch_status is not None:
+            return self.batch_status, {"error": {"code": "BadRequest",
+                                                 "message": "The batch endpoint is not supported."}}, {}
+        if headers["Authorization"].removeprefix("Bearer ") not in self.valid:
+            return 401, None, {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'}
+        if urlsplit(target).path.split("/")[3] != TENANT_ID:
+            return 400, {"error": {"code": "BadRequest", "message": "the tenant is unknown"}}, {}
+        try:
+            requests = json.loads(body)["requests"]
+            assert isinstance(requests, list) and all(isinstance(r, dict) for r in requests)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return 400, {"error": {"code": "BadRequest", "message": "Invalid batch payload format."}}, {}
+        if len(requests) > self.batch_limit:
+            return 400, {"error": {"code": "BadRequest", "message": "Exceeded maximum number of "
+                                   f"requests allowed in a batch ({self.batch_limit})."}}, {}
+        continue_on_error = self.continue_on_error and "odata.continue-on-error" in headers["Prefer"]
+        responses: list[dict[str, Any]] = []
+        for request in requests:
+            if self.item_latency:
+                time.sleep(self.item_latency)
+            status, reply, item_headers = self._batch_item(request, headers)
+            if isinstance(reply, Fault):
+                if reply.kind in ("drop", "truncate"):  # the whole answer is cut short
+                    return 200, reply, {}
+                status, reply = (403, None) if reply.kind == "nul403" else (status, reply.body)
+            responses.append({"id": request.get("id"), "status": status, "headers": item_headers,
+                              "body": reply})
+            if status >= 400 and not continue_on_error:
+                break  # OData: without continue-on-error the service stops at the first failure
+        return 200, {"responses": responses}, {}
+
+    def _batch_item(self, request: dict[str, Any], headers: dict[str, str]) -> Answer:
+        target = urlsplit(str(request.get("url", "")))
+        if request.get("method") != "POST" or not target.path.endswith("/InvokeCommand"):
+            return 400, {"error": {"code": "BadRequest", "message": "only POST InvokeCommand"}}, {}
+        with self._lock:
+            queue = self.faults.get(str((request.get("body") or {}).get("CmdletInput", {})
+                                        .get("CmdletName")), [])
+            fault = queue[0] if queue and queue[0].kind == "sleep" else None
+            if fault is not None:
+                queue.pop(0)
+        if fault is not None:  # a slow item makes the whole batch slow
+            time.sleep(fault.seconds)
+        path = target.path + (f"?{target.query}" if target.query else "")
+        return self._invoke_now(path, headers, json.dumps(request.get("body")).encode())
+
+    def _invoke_now(self, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        parts = urlsplit(target)
         tenant = parts.path.split("/")[3]
-        token = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+        token = headers["Authorization"].removeprefix("Bearer ")
         try:
             request = json.loads(body)
             cmdlet = request["CmdletInput"]["CmdletName"]
@@ -366,7 +459,7 @@ class FakeExo:
             following = offset  # the link of page 2 points at page 2 again
         if following < len(results):
             token_text = _b64url(f"{cmdlet}|{following}".encode())
-            host = handler.headers.get("Host")
+            host = headers["Host"]
             document["@adminapi.warnings"] = [MORE_RESULTS]
             document["@odata.nextLink"] = (f"http://{host}/adminapi/beta/{TENANT_ID}/InvokeCommand"
                                            f"?%24skiptoken={token_text}")
@@ -397,8 +490,9 @@ class FakeExo:
                 elif path.endswith("/oauth2/v2.0/devicecode"):
                     status, reply = fake._devicecode(segments[0], form)
                     self._send(status, json.dumps(reply).encode())
-                elif path.startswith("/adminapi/beta/") and path.endswith("/InvokeCommand"):
-                    status, reply, headers = fake._invoke(self, body)
+                elif path.startswith("/adminapi/beta/") and (path.endswith("/InvokeCommand")
+                                                             or _is_batch(path)):
+                    status, reply, headers = fake._admin(self, body)
                     self._answer(status, reply, headers)
                 else:
                     self._send(404, b'{"error": {"code": "NotFound"}}')
@@ -436,6 +530,10 @@ class FakeExo:
                     pass
 
         return Handler
+
+
+def _is_batch(path: str) -> bool:
+    return unquote(path).startswith("/adminapi/beta/") and unquote(path).endswith("/$batch")
 
 
 def self_signed(tmp: Path, name: str = "mailflow-auditor") -> tuple[Path, bytes]:

@@ -11,9 +11,18 @@ import pytest
 
 from auditor.errors import CmdletNotAllowedError
 from auditor.evidence import EXO_SPECS, SPECS, State, parse_evidence
-from auditor.exo_rest import PLAN, CmdletCall, ExoClient, RetryPolicy, ensure_allowed
+from auditor.exo_rest import BATCH_SIZE, PLAN, CmdletCall, ExoClient, RetryPolicy, ensure_allowed
 from auditor.oauth import ClientSecretCredential
-from tests.fakeexo import CLIENT_ID, SAMPLES, SYSTEM_MAILBOX, TENANT_DOMAIN, TENANT_ID, FakeExo, Fault
+from tests.fakeexo import (
+    CLIENT_ID,
+    SAMPLES,
+    SYSTEM_MAILBOX,
+    TENANT_DOMAIN,
+    TENANT_ID,
+    FakeExo,
+    Fault,
+    Recorded,
+)
 
 SECRET = "fake-secret-for-exo-tests"
 FAST = RetryPolicy(attempts=5, backoff=0.01, timeout=2.0)
@@ -263,10 +272,11 @@ async def test_a_redirect_to_a_foreign_host_is_not_followed(fake: FakeExo, clien
 # --- the whole catalogue ----------------------------------------------------------------
 
 
-async def test_collection_runs_cmdlets_concurrently_within_the_bound(fake: FakeExo,
-                                                                     client: ExoClient) -> None:
+@pytest.mark.parametrize("batch_size", [1, 5])
+async def test_collection_runs_cmdlets_concurrently_within_the_bound(fake: FakeExo, client: ExoClient,
+                                                                     batch_size: int) -> None:
     fake.latency = 0.05
-    results = await client.collect(concurrency=3)
+    results = await client.collect(concurrency=3, batch_size=batch_size)
     assert fake.max_in_flight == 3
     assert [r.key for r in results] == [s.key for s in EXO_SPECS]
 
@@ -297,8 +307,7 @@ async def test_inbox_rules_are_read_per_mailbox_and_merged(fake: FakeExo, client
     rules = values(results["Get-InboxRule"].body)
     expected = [r for owner in fake.data["Get-InboxRule"].values() for r in owner]
     assert sorted(r["Name"] for r in rules) == sorted(r["Name"] for r in expected)
-    asked = [json.loads(r.body)["CmdletInput"]["Parameters"] for r in fake.invoke_requests()
-             if json.loads(r.body)["CmdletInput"]["CmdletName"] == "Get-InboxRule"]
+    asked = [parameters for cmdlet, parameters in fake.cmdlet_calls() if cmdlet == "Get-InboxRule"]
     assert sorted(p["Mailbox"] for p in asked) == sorted(fake.data["Get-InboxRule"])
 
 
@@ -310,14 +319,15 @@ async def test_a_mailbox_that_vanished_is_a_warning_not_a_failure(fake: FakeExo,
     assert inbox.state is State.OK and any(gone in w for w in inbox.warnings)
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
 async def test_inbox_rules_denied_stop_asking_and_say_which_role_is_needed(
-        fake: FakeExo, client: ExoClient) -> None:
+        fake: FakeExo, client: ExoClient, batch_size: int) -> None:
     fake.denied = {"Get-InboxRule"}
-    results = {r.key: r for r in await client.collect(concurrency=1)}
+    results = {r.key: r for r in await client.collect(concurrency=1, batch_size=batch_size)}
     inbox = results["Get-InboxRule"]
     assert inbox.state is State.DENIED and "Global Reader" in (inbox.reason or "")
     asked = [r for r in fake.invoke_requests() if b"Get-InboxRule" in r.body]
-    assert len(asked) == 1
+    assert len(asked) == 1  # one single call, or one batch of 3 of the 10 mailboxes
     assert results["Get-Mailbox"].state is State.OK
 
 
@@ -325,3 +335,207 @@ async def test_inbox_rules_can_be_switched_off(fake: FakeExo, client: ExoClient)
     results = {r.key: r for r in await client.collect(inbox_rules=False)}
     assert results["Get-InboxRule"].state is State.MISSING
     assert not [r for r in fake.invoke_requests() if b"Get-InboxRule" in r.body]
+
+
+# --- $batch -----------------------------------------------------------------------------
+
+
+def calls_of(fake: FakeExo, cmdlet: str) -> int:
+    return sum(1 for name, _ in fake.cmdlet_calls() if name == cmdlet)
+
+
+def batch_items(recorded: Recorded) -> list[dict[str, Any]]:
+    return list(json.loads(recorded.body)["requests"])
+
+
+FIVE = PLAN[:5]  # TransportRule, InboundConnector, OutboundConnector, AcceptedDomain, RemoteDomain
+
+
+async def test_independent_calls_go_in_batches_shaped_like_the_sample(fake: FakeExo,
+                                                                     client: ExoClient) -> None:
+    results = await client.collect()
+    assert all(r.state is State.OK for r in results), [(r.key, r.reason) for r in results]
+    batches = fake.batch_requests()
+    assert batches and not fake.single_requests()  # Get-Mailbox fits one page: nothing single
+    assert len(fake.invoke_requests()) == 3  # 20 top-level cmdlets in 2 POSTs, 10 mailboxes in 1
+    first = batches[0]
+    assert first.path == f"/adminapi/beta/{TENANT_ID}/$batch"
+    assert "odata.continue-on-error" in first.headers["Prefer"]
+    sample = json.loads((SAMPLES / "_request_batch.json").read_text())["body"]["requests"][0]
+    item = batch_items(first)[0]
+    assert set(item) == set(sample) and item["method"] == "POST" and item["id"] == "1"
+    assert item["url"].endswith(f"/adminapi/beta/{TENANT_ID}/InvokeCommand")
+    assert item["headers"]["X-AnchorMailbox"] == f"APP:{SYSTEM_MAILBOX}@{TENANT_ID}"
+    assert item["headers"]["X-CmdletName"] == item["body"]["CmdletInput"]["CmdletName"]
+    assert all(len(batch_items(b)) <= BATCH_SIZE for b in batches)
+    assert sorted(c for c, _ in fake.cmdlet_calls()) == sorted(
+        [c.cmdlet for c in PLAN if c.cmdlet != "Get-InboxRule"] + ["Get-InboxRule"] * 10)
+
+
+async def test_a_refused_cmdlet_among_batched_calls_sends_nothing_at_all(fake: FakeExo,
+                                                                        client: ExoClient) -> None:
+    """Every item is checked against the allowlist before the first byte goes out."""
+    with pytest.raises(CmdletNotAllowedError):
+        await client.invoke_many([*PLAN[:9], CmdletCall("Get-TransportRule", "Remove-TransportRule")])
+    with pytest.raises(CmdletNotAllowedError):
+        await client.invoke_many([*FIVE, CmdletCall("x", "Get-TransportRule; Remove-Mailbox")],
+                                 batch_size=20)
+    assert fake.requests == []
+
+
+async def test_a_throttled_item_alone_is_asked_again_after_its_retry_after(
+        fake: FakeExo, client: ExoClient, sleeps: Sleeps) -> None:
+    fake.faults["Get-AcceptedDomain"] = [Fault.throttle("0.25"), Fault.throttle("2")]
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 5 and sleeps.waits == [0.25, 2.0]
+    retried = fake.batch_requests()[1:]
+    assert [[i["body"]["CmdletInput"]["CmdletName"] for i in batch_items(b)] for b in retried] == [
+        ["Get-AcceptedDomain"], ["Get-AcceptedDomain"]]
+    assert results[3].objects == len(fake.data["Get-AcceptedDomain"]) and results[3].requests == 3
+
+
+async def test_item_statuses_end_only_their_own_items_as_single_calls_would(
+        fake: FakeExo, client: ExoClient, sleeps: Sleeps) -> None:
+    not_found = json.loads((SAMPLES / "_error_cmdlet_not_found_object.json").read_text())
+    fake.denied = {"Get-InboundConnector"}
+    fake.faults["Get-OutboundConnector"] = [Fault("nul403")]
+    fake.faults["Get-AcceptedDomain"] = [Fault.reply(404, not_found)]
+    fake.faults["Get-RemoteDomain"] = [Fault.reply(500)] * 9
+    fake.faults["Get-TransportRule"] = [Fault.reply(200, {"value": "not a list"})]
+    results = {r.key: r for r in await client.invoke_many(FIVE)}
+    assert results["Get-InboundConnector"].state is State.DENIED
+    assert "Exchange.ManageAsApp" in (results["Get-OutboundConnector"].reason or "")
+    assert results["Get-AcceptedDomain"].state is State.MISSING
+    assert (results["Get-AcceptedDomain"].reason or "").startswith("The operation couldn't be performed")
+    assert results["Get-RemoteDomain"].state is State.ERROR
+    assert "5 attempts: HTTP 500" in (results["Get-RemoteDomain"].reason or "")
+    assert results["Get-TransportRule"].state is State.ERROR
+    assert sleeps.waits == [0.01, 0.02, 0.04, 0.08]
+    assert calls_of(fake, "Get-RemoteDomain") == 5
+    assert calls_of(fake, "Get-InboundConnector") == calls_of(fake, "Get-OutboundConnector") == 1
+
+
+async def test_a_whole_batch_5xx_timeout_or_cut_answer_is_retried_for_every_item(
+        fake: FakeExo, client: ExoClient, sleeps: Sleeps) -> None:
+    client.policy = RetryPolicy(backoff=0.01, timeout=0.5)
+    fake.batch_faults = [Fault.reply(503), Fault("drop"), Fault("truncate")]
+    fake.faults["Get-RemoteDomain"] = [Fault("sleep", seconds=1.0)]
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 5
+    assert [len(batch_items(b)) for b in fake.batch_requests()] == [5, 5, 5, 5, 5]
+    assert sleeps.waits == [0.01, 0.02, 0.04, 0.08]  # 503, dropped, truncated, timed out
+
+
+async def test_whole_batch_failures_are_bounded_like_single_calls(fake: FakeExo,
+                                                                  client: ExoClient) -> None:
+    fake.batch_faults = [Fault.throttle("0")] * 9
+    results = await client.invoke_many(FIVE)
+    assert {r.state for r in results} == {State.ERROR}
+    assert all("5 attempts: throttled (429)" in (r.reason or "") for r in results)
+    assert len(fake.batch_requests()) == 5
+
+
+async def test_an_expired_token_inside_a_batch_is_renewed_once(fake: FakeExo, client: ExoClient) -> None:
+    fake.faults["Get-OutboundConnector"] = [Fault("expire")]
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 5
+    assert len(fake.token_requests()) == 2
+    assert [len(batch_items(b)) for b in fake.batch_requests()] == [5, 3]  # 2 were answered first
+
+
+async def test_items_left_unanswered_are_asked_again(fake: FakeExo, client: ExoClient) -> None:
+    """A service that stops at the first failure (no continue-on-error) leaves the rest out."""
+    fake.faults["Get-InboundConnector"] = [Fault.reply(503)]
+    fake.continue_on_error = False  # the client asks for it; this service ignores it
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 5
+    assert "odata.continue-on-error" in fake.batch_requests()[0].headers["Prefer"]
+    assert [len(batch_items(b)) for b in fake.batch_requests()] == [5, 4]
+
+
+async def test_an_item_with_a_next_link_continues_with_single_calls(fake: FakeExo,
+                                                                   client: ExoClient) -> None:
+    fake.page_size = 3
+    mailbox, domains = await client.invoke_many([PLAN[17], PLAN[4]])
+    assert mailbox.key == "Get-Mailbox" and mailbox.state is State.OK and mailbox.pages == 4
+    assert values(mailbox.body) == fake.data["Get-Mailbox"]
+    assert domains.key == "Get-RemoteDomain" and domains.state is State.OK and domains.objects == 1
+    singles = fake.single_requests()
+    assert len(fake.batch_requests()) == 1 and len(singles) == 3
+    assert all("%24skiptoken=" in r.path for r in singles)
+    assert {json.loads(r.body)["CmdletInput"]["CmdletName"] for r in singles} == {"Get-Mailbox"}
+
+
+async def test_a_redirected_item_is_asked_again_as_a_single_call(fake: FakeExo,
+                                                                client: ExoClient) -> None:
+    target = f"{fake.url}/adminapi/beta/{TENANT_ID}/InvokeCommand?region=emea"
+    fake.faults["Get-AcceptedDomain"] = [Fault.reply(302, None, Location=target)] * 2
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 5
+    assert [r.path.endswith("?region=emea") for r in fake.single_requests()] == [False, True]
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 405])
+async def test_a_refused_batch_endpoint_falls_back_to_single_calls(fake: FakeExo, client: ExoClient,
+                                                                   status: int) -> None:
+    fake.batch_status = status
+    results = await client.collect(concurrency=3)
+    assert all(r.state is State.OK for r in results), [(r.key, r.reason) for r in results]
+    batches = fake.batch_requests()
+    assert len(batches) == 2  # the two sent at once; the mailboxes' calls never go in a batch
+    assert not [b for b in batches if b"Get-InboxRule" in b.body]
+    assert "refused $batch" in (client.batch_refused or "")
+    assert sorted(c for c, _ in fake.cmdlet_calls()) == sorted(
+        [c.cmdlet for c in PLAN if c.cmdlet != "Get-InboxRule"] * 2 + ["Get-InboxRule"] * 10)
+
+
+async def test_a_batch_over_the_services_bound_falls_back_to_single_calls(fake: FakeExo,
+                                                                        client: ExoClient) -> None:
+    fake.batch_limit = 5
+    results = await client.invoke_many(PLAN[:8], batch_size=8)
+    assert [r.state for r in results] == [State.OK] * 8
+    assert "Exceeded maximum number of requests" in (client.batch_refused or "")
+    assert len(fake.single_requests()) == 8
+
+
+def many_mailboxes(fake: FakeExo, count: int) -> list[str]:
+    """The demo's mailboxes (and their rules) repeated up to ``count``; the new owner ids."""
+    template, rules = fake.data["Get-Mailbox"], fake.data["Get-InboxRule"]
+    boxes, by_owner = [], {}
+    for index in range(count):
+        source = template[index % len(template)]
+        owner = f"{index:08d}-0000-4000-8000-000000000000"
+        boxes.append({**source, "ExternalDirectoryObjectId": owner})
+        by_owner[owner] = [{**r, "MailboxOwnerId": owner}
+                           for r in rules.get(source["ExternalDirectoryObjectId"], [])]
+    fake.data["Get-Mailbox"], fake.data["Get-InboxRule"] = boxes, by_owner
+    return list(by_owner)
+
+
+async def test_nothing_is_lost_across_many_batches_of_mailboxes(fake: FakeExo, client: ExoClient) -> None:
+    owners = many_mailboxes(fake, 47)
+    fake.page_size = 20  # Get-Mailbox: 3 pages, 2 of them single calls
+    del fake.data["Get-InboxRule"][owners[5]]  # vanished between the two cmdlets
+    fake.faults["Get-InboxRule"] = [Fault.throttle("0"), Fault.reply(502), Fault("expire")]
+    fake.batch_faults = [Fault.reply(500)]
+    results = {r.key: r for r in await client.collect(concurrency=3)}
+    assert all(r.state is State.OK for r in results.values()), [(r.key, r.reason) for r in
+                                                                 results.values()]
+    inbox = results["Get-InboxRule"]
+    rules = values(inbox.body)
+    assert {r["MailboxOwnerId"] for r in rules} <= set(owners)
+    assert len(rules) == sum(len(r) for r in fake.data["Get-InboxRule"].values())
+    assert any(owners[5] in w for w in inbox.warnings)
+    assert all(len(batch_items(b)) <= BATCH_SIZE for b in fake.batch_requests())
+    asked = sorted(p["Mailbox"] for c, p in fake.cmdlet_calls() if c == "Get-InboxRule")
+    assert set(asked) == set(owners) and len(asked) > len(owners)  # the faulted ones twice
+
+
+async def test_a_failed_sign_in_inside_a_batch_ends_only_the_refused_items(fake: FakeExo,
+                                                                          client: ExoClient) -> None:
+    assert (await client.invoke("Get-JournalRule")).state is State.OK
+    fake.secret = "rotated-by-the-tenant-admin"
+    fake.faults["Get-OutboundConnector"] = [Fault("expire")]  # the 3rd item on: 401
+    results = await client.invoke_many(FIVE)
+    assert [r.state for r in results] == [State.OK] * 2 + [State.ERROR] * 3
+    assert all("signing in again failed" in (r.reason or "") for r in results[2:])
