@@ -4,6 +4,7 @@ gateway's own connector trusting more than the gateway, and does outbound mail l
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from auditor.context import CheckContext
@@ -21,6 +22,7 @@ from auditor.engine import (
 from auditor.gateways import GatewayContext, GatewayProfile
 from auditor.models import EvidenceRef, ExoObject, InboundConnector, OutboundConnector, TransportRule
 from auditor.netutil import IpRange, IpSet
+from auditor.values import sender_domain_entry
 
 from ._analysis import (
     analyse_conditions,
@@ -922,6 +924,371 @@ def _change_result(ctx: CheckContext, kind: str, obj: ExoObject, changed_prop: s
     return result(Status.WARN, resource, message, *evidence, key=key, fix=fix)
 
 
+# --- CONN-008 / CONN-009: internal trust on inbound connectors -------------------------------
+
+MS_HYBRID_CONNECTORS = Reference(
+    "Microsoft: Configure mail flow using connectors (OnPremises connectors and the Hybrid "
+    "Configuration wizard)",
+    "https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/use-connectors-to-configure-mail-flow/use-connectors-to-configure-mail-flow",
+)
+MS_SET_INBOUND_TRUST = Reference(
+    "Microsoft: Set-InboundConnector (TreatMessagesAsInternal, CloudServicesMailEnabled)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-inboundconnector",
+)
+MC1226222 = Reference(
+    "Message center MC1226222, as summarised by mwpro: prevent and fix on-premises connector "
+    "configuration (certificates outside accepted domains, IP addresses shared with other tenants)",
+    "https://mwpro.co.uk/blog/2026/02/04/updated-prevent-fix-guidance-for-on-premises-connectors-configuration-mc1226222",
+)
+TRUSTWAVE_INTEGRATED = Reference(
+    "Trustwave: MailMarshal Cloud Integrated mode for Microsoft 365 (an OnPremises-type connector "
+    "by the vendor's design)",
+    "https://support.trustwave.com/MailMarshalCloud/kb/item.asp?id=21244",
+)
+INTERNAL_FLAGS = ("TreatMessagesAsInternal", "CloudServicesMailEnabled")
+
+
+def _is_on_premises(conn: InboundConnector) -> bool:
+    return (conn.ConnectorType or "").lower() == "onpremises"
+
+
+def _accepted_names(ctx: CheckContext) -> list[str]:
+    names = ((d.DomainName or "").lower().rstrip(".") for d in ctx.accepted_domains)
+    return [n.removeprefix("*.") for n in names if n]
+
+
+def _in_accepted_domain(certificate: str, accepted: list[str]) -> bool:
+    name = certificate.strip().lower().rstrip(".").removeprefix("*.")
+    return any(name == d or name.endswith("." + d) for d in accepted)
+
+
+@dataclass(frozen=True)
+class ConnectorSources:
+    """Who a connector recognises as its sender: the organisation's own servers (private ranges,
+    ranges in the user's profile file, a certificate in an accepted domain), the gateway in use,
+    or anyone else."""
+
+    own: tuple[str, ...]
+    gateway: tuple[str, ...]
+    foreign: tuple[tuple[str, EvidenceRef], ...]
+
+    @property
+    def only_own(self) -> bool:
+        return bool(self.own) and not self.gateway and not self.foreign
+
+
+def connector_sources(ctx: CheckContext, conn: InboundConnector, accepted: list[str]) -> ConnectorSources:
+    own: list[str] = []
+    gateway: list[str] = []
+    foreign: list[tuple[str, EvidenceRef]] = []
+    certificate = (conn.TlsSenderCertificateName or "").strip()
+    if certificate:
+        if _in_accepted_domain(certificate, accepted):
+            own.append(f"certificate {certificate} (an accepted domain)")
+        elif ctx.gateway.is_active(ctx.gateway.certificate_owner(certificate)):
+            gateway.append(f"certificate {certificate}")
+        else:
+            foreign.append((f"certificate {certificate}", conn.ref("TlsSenderCertificateName")))
+    for text in conn.SenderIPAddresses:
+        rng = _parse_range(text)
+        owner = ctx.gateway.owner(rng) if rng is not None else None
+        if rng is None:
+            foreign.append((f"{text} (unreadable)", conn.ref_item("SenderIPAddresses", text)))
+        elif PRIVATE_RANGES.covers(rng):
+            own.append(f"{text} (private)")
+        elif owner is not None and _user_documented(owner) and not ctx.gateway.is_active(owner):
+            own.append(f"{text} (your profile file)")
+        elif ctx.gateway.covers(rng):
+            gateway.append(text)
+        else:
+            whose = f" ({owner.name}'s)" if owner is not None else ""
+            foreign.append((f"{text}{whose}", conn.ref_item("SenderIPAddresses", text)))
+    return ConnectorSources(tuple(own), tuple(gateway), tuple(foreign))
+
+
+@check(
+    id="CONN-008",
+    title="An inbound connector treats outside mail as internal, or Partner connectors overlap",
+    severity=Severity.HIGH,
+    rationale=(
+        "TreatMessagesAsInternal makes Exchange Online treat mail through a connector as internal "
+        "when its sender claims an accepted domain (Microsoft: 'internal messages bypass antispam "
+        "filtering'); CloudServicesMailEnabled keeps the X-MS-Exchange-Organization-* headers a "
+        "message arrives with, which Exchange otherwise strips from outside mail, so the sender "
+        "can set its own spam verdict and authentication result. Both are meant for mail from "
+        "the organisation's own on-premises servers (the Hybrid Configuration wizard sets "
+        "CloudServicesMailEnabled on its connector pair; TreatMessagesAsInternal is for "
+        "on-premises servers that are not Exchange). On a Partner connector, or one whose source "
+        "is not your own servers, they relax anti-spoofing for outside mail. Several enabled "
+        "Partner connectors for the same sender and recipient domains make which connector, and "
+        "so which restriction, applies to a message depend on where it comes from. How Exchange "
+        "Online picks among overlapping connectors is not fully documented, so each overlap is "
+        "reported for review, and a restriction-free duplicate of the lock as a failure."
+    ),
+    remediation=Remediation(
+        "Clear TreatMessagesAsInternal and CloudServicesMailEnabled on every connector that is "
+        "not the hybrid (or on-premises) connector from your own servers; re-run the Hybrid "
+        "Configuration wizard instead of setting CloudServicesMailEnabled by hand. Keep one "
+        "enabled Partner connector per sender and recipient scope, and remove the old gateway's "
+        "connector once a migration is over.",
+        'Set-InboundConnector -Identity "<connector name>" -TreatMessagesAsInternal $false '
+        "-CloudServicesMailEnabled $false\n"
+        'Set-InboundConnector -Identity "<old gateway connector>" -Enabled $false',
+    ),
+    requires=("Get-InboundConnector", "Get-AcceptedDomain"),
+    references=(MS_SET_INBOUND_TRUST, MS_HYBRID_CONNECTORS, MS_THIRD_PARTY),
+    mappings=Mappings(attack=("T1685", "T1562.001", "T1684.002", "T1672")),
+    legitimate=(
+        "Hybrid: OnPremises connectors whose source is the organisation's own servers (private "
+        "ranges, ranges in your profile file, or a certificate in an accepted domain) with "
+        "TreatMessagesAsInternal or CloudServicesMailEnabled, as the Hybrid Configuration wizard "
+        "and Microsoft's on-premises guidance set them. Two enabled Partner connectors for the same "
+        "scope that both restrict delivery (one per gateway during a migration) are a low warning; "
+        "a partner's own connector for its sender domain beside the lock is a medium warning "
+        "unless it is restricted to the partner too, and no finding at all when it is."
+    ),
+)
+def internal_trust(ctx: CheckContext) -> Iterator[Result]:
+    accepted = _accepted_names(ctx)
+    connectors = ctx.inbound_connectors
+    for conn in connectors:
+        yield _internal_flags_result(ctx, conn, accepted)
+    yield from _overlapping_partners(ctx, connectors)
+
+
+def _internal_flags_result(ctx: CheckContext, conn: InboundConnector, accepted: list[str]) -> Result:
+    resource, key = _inbound(conn), conn.display_name
+    flags = [prop for prop in INTERNAL_FLAGS if getattr(conn, prop) is True]
+    refs = [conn.ref(prop) for prop in INTERNAL_FLAGS]
+    if not flags:
+        if not any(_exported(conn, prop) for prop in INTERNAL_FLAGS):
+            return result(Status.NOT_EVALUATED, resource,
+                          "not evaluated: the export holds neither TreatMessagesAsInternal nor "
+                          "CloudServicesMailEnabled for this connector", *refs, key=key)
+        unknown = [p for p in INTERNAL_FLAGS if getattr(conn, p) is None]
+        if unknown:
+            return result(Status.NOT_EVALUATED, resource,
+                          f"not evaluated: {' and '.join(unknown)} could not be read", *refs, key=key)
+        return result(Status.PASS, resource,
+                      "neither TreatMessagesAsInternal nor CloudServicesMailEnabled is set", *refs, key=key)
+    shown = " and ".join(flags)
+    if conn.ConnectorType is None:
+        return result(Status.NOT_EVALUATED, resource,
+                      f"not evaluated: {shown} is set, but the export does not say the connector's "
+                      "type", conn.ref("ConnectorType"), *refs, key=key)
+    fix = (f"Set-InboundConnector -Identity {ps_literal(conn.display_name)} "
+           + " ".join(f"-{flag} $false" for flag in flags))
+    if _is_on_premises(conn):
+        sources = connector_sources(ctx, conn, accepted)
+        if sources.only_own:
+            hybrid = " (created by the Hybrid Configuration wizard)" if (
+                (conn.ConnectorSource or "").lower() == "hybridwizard") else ""
+            return result(Status.PASS, resource,
+                          f"{shown} set on an OnPremises connector{hybrid} whose source is your own "
+                          f"servers ({', '.join(sources.own)}): the hybrid mail flow these settings "
+                          "are meant for", *refs, conn.ref("ConnectorType"), key=key)
+        others = [text for text, _ in sources.foreign] + list(sources.gateway)
+        message = (f"{shown} set on an OnPremises connector whose source is not only your own "
+                   f"servers ({', '.join(others) or 'it names no sending address or certificate'}): "
+                   "mail from there is treated as internal or keeps the headers it arrives with "
+                   "(CONN-009 judges the source)")
+        evidence = [*refs, conn.ref("SenderIPAddresses"), conn.ref("TlsSenderCertificateName")]
+    else:
+        message = (f"{shown} set on a {conn.ConnectorType} connector: Microsoft documents these "
+                   "settings for mail from your own on-premises servers only; here they apply to "
+                   "mail from outside, which is then "
+                   + ("treated as internal when its sender claims an accepted domain (anti-spam "
+                      "and anti-spoofing relaxed)" if "TreatMessagesAsInternal" in flags else "")
+                   + (" and " if len(flags) == 2 else "")
+                   + ("allowed to carry X-MS-Exchange-Organization-* headers the sender wrote "
+                      "(its own spam verdict and authentication result)"
+                      if "CloudServicesMailEnabled" in flags else ""))
+        evidence = [*refs, conn.ref("ConnectorType")]
+    if conn.Enabled is False:
+        return result(Status.WARN, resource,
+                      message + " (the connector is disabled now; enabling it again reopens this)",
+                      *evidence, severity=Severity.LOW, key=key, fix=fix)
+    if conn.Enabled is None:
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export does not say whether the connector is enabled; "
+                      + message, conn.ref("Enabled"), *evidence, key=key)
+    return result(Status.FAIL, resource, message, *evidence, key=key, fix=fix)
+
+
+def _sender_scope(conn: InboundConnector) -> set[str]:
+    return {sender_domain_entry(s)[0] for s in conn.SenderDomains if s.strip()}
+
+
+def _domains_overlap(first: set[str], second: set[str]) -> bool:
+    def within(name: str, pattern: str) -> bool:
+        return pattern == "*" or name == pattern or (
+            pattern.startswith("*.") and name.endswith(pattern[1:]))
+    return any(within(a, b) or within(b, a) for a in first for b in second)
+
+
+def _scopes_overlap(first: InboundConnector, second: InboundConnector) -> bool:
+    recipients_a = {d.lower().rstrip(".") for d in first.AssociatedAcceptedDomains}
+    recipients_b = {d.lower().rstrip(".") for d in second.AssociatedAcceptedDomains}
+    recipients = not recipients_a or not recipients_b or bool(recipients_a & recipients_b)
+    return recipients and _domains_overlap(_sender_scope(first), _sender_scope(second))
+
+
+def _restricts(conn: InboundConnector) -> bool:
+    """Whether the connector refuses its senders' mail from anywhere but its addresses or certificate."""
+    return (bool(conn.RestrictDomainsToIPAddresses) and bool(conn.SenderIPAddresses)) or (
+        bool(conn.RestrictDomainsToCertificate) and bool(conn.TlsSenderCertificateName))
+
+
+def _overlapping_partners(ctx: CheckContext, connectors: tuple[InboundConnector, ...]) -> Iterator[Result]:
+    partners = [c for c in connectors
+                if c.Enabled is True and (c.ConnectorType or "").lower() == "partner"]
+    pairs = [(a, b) for i, a in enumerate(partners) for b in partners[i + 1:] if _scopes_overlap(a, b)]
+    for first, second in pairs:
+        resource = f"inbound connectors {first.display_name} and {second.display_name}"
+        key = f"overlap:{first.display_name}|{second.display_name}"
+        locks = {c.display_name: _restricts(c) for c in (first, second)}
+        evidence = [ref for c in (first, second)
+                    for ref in (c.ref("SenderDomains"), c.ref("AssociatedAcceptedDomains"))]
+        overlap = (f"two enabled Partner connectors, '{first.display_name}' and '{second.display_name}', "
+                   "cover overlapping sender and recipient domains")
+        if all(locks.values()):
+            yield result(Status.WARN, resource,
+                         f"{overlap}, and both restrict delivery, so mail from either one's addresses "
+                         "or certificate is admitted: expected while moving from one gateway to "
+                         "another; disable the old gateway's connector when the move is over",
+                         *evidence, severity=Severity.LOW, key=key)
+        elif any(locks.values()):
+            lock = next(n for n, on in locks.items() if on)
+            loose = next(c for c in (first, second) if not locks[c.display_name])
+            same = _sender_scope(first) == _sender_scope(second)
+            narrower = "" if same else (
+                f" for some of the same senders ({', '.join(sorted(_sender_scope(loose)))}): a "
+                "partner's own connector is common, but it should be restricted to the partner's "
+                "addresses or certificate too")
+            yield result(Status.FAIL if same else Status.WARN, resource,
+                         f"{overlap}; '{lock}' restricts delivery but '{loose.display_name}' does "
+                         f"not{narrower}. Exchange Online attributes each message to one connector by "
+                         "its connecting address, certificate and sender domain, so mail it attributes "
+                         f"to '{loose.display_name}' is held to no restriction, and the lock's effect "
+                         "depends on where mail comes from",
+                         *evidence, loose.ref("RestrictDomainsToIPAddresses"), severity=Severity.MEDIUM,
+                         key=key, fix=f"Set-InboundConnector -Identity {ps_literal(loose.display_name)} "
+                                      + ("-Enabled $false" if same else
+                                         "-RestrictDomainsToCertificate $true "
+                                         "-TlsSenderCertificateName <the partner's certificate name>"))
+        else:
+            yield result(Status.WARN, resource,
+                         f"{overlap}, and neither restricts delivery (CONN-001 reports the missing "
+                         "lock): merge them so one connector's settings apply", *evidence,
+                         severity=Severity.LOW, key=key)
+    if not pairs:
+        yield result(Status.PASS, "inbound Partner connectors",
+                     f"no two of the {len(partners)} enabled Partner connectors cover the same sender "
+                     "and recipient domains", key="overlap", summary=True)
+
+
+@check(
+    id="CONN-009",
+    title="An OnPremises inbound connector trusts servers that are not the organisation's own",
+    severity=Severity.HIGH,
+    rationale=(
+        "Exchange Online attributes mail that matches an OnPremises connector to the organisation "
+        "itself: it may relay through the tenant to any Internet address and is treated as coming "
+        "from your own servers. That trust is meant for your on-premises mail servers, identified "
+        "by a certificate in one of your accepted domains or by your own addresses. Microsoft "
+        "calls OnPremises connectors identified by IP addresses shared with other tenants, or by "
+        "a certificate that is not in an accepted domain, anti-patterns; attackers who took over "
+        "tenants have added such connectors to relay spam as their victims (Microsoft, September "
+        "2022)."
+    ),
+    remediation=Remediation(
+        "Identify OnPremises connectors by a certificate in one of your accepted domains (or your "
+        "own public addresses, documented in a profile file); make a third party's connector a "
+        "Partner connector; disable or remove a connector nobody can explain and check the audit "
+        "log for who created it.",
+        'Set-InboundConnector -Identity "<connector name>" -TlsSenderCertificateName mail.contoso.com '
+        "-RequireTls $true -SenderIPAddresses $null\n"
+        'Set-InboundConnector -Identity "<third-party connector>" -ConnectorType Partner\n'
+        'Set-InboundConnector -Identity "<unexplained connector>" -Enabled $false',
+    ),
+    requires=("Get-InboundConnector", "Get-AcceptedDomain"),
+    references=(MS_INBOUND_FAQ, MC1226222, MS_NEW_INBOUND, MS_OAUTH_CONNECTOR_ABUSE,
+                TRUSTWAVE_INTEGRATED),
+    mappings=Mappings(attack=("T1685", "T1562.001", "T1199", "T1566")),
+    legitimate=(
+        "OnPremises connectors identified by a certificate in an accepted domain (what the Hybrid "
+        "Configuration wizard creates), by private addresses or by addresses you documented in a "
+        "profile file; a disabled connector. A connector identified by the gateway's own "
+        "addresses or certificate, a pattern some vendors document for their integrated modes, "
+        "is a warning: the gateway's infrastructure is shared by its customers."
+    ),
+)
+def on_premises_source(ctx: CheckContext) -> Iterator[Result]:
+    accepted = _accepted_names(ctx)
+    examined = 0
+    for conn in ctx.inbound_connectors:
+        resource, key = _inbound(conn), conn.display_name
+        if conn.ConnectorType is None:
+            examined += 1
+            yield result(Status.NOT_EVALUATED, resource,
+                         "not evaluated: the export does not say the connector's type",
+                         conn.ref("ConnectorType"), key=key)
+            continue
+        if not _is_on_premises(conn):
+            continue
+        examined += 1
+        yield _on_premises_result(ctx, conn, accepted)
+    if not examined:
+        yield result(Status.PASS, "inbound OnPremises connectors",
+                     "there is no OnPremises inbound connector, so no outside server is treated as "
+                     "the organisation's own", key="none", summary=True)
+
+
+def _on_premises_result(ctx: CheckContext, conn: InboundConnector, accepted: list[str]) -> Result:
+    resource, key = _inbound(conn), conn.display_name
+    identity = ps_literal(conn.display_name)
+    if conn.Enabled is None:
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export does not say whether the connector is enabled",
+                      conn.ref("Enabled"), key=key)
+    if conn.Enabled is False:
+        return result(Status.PASS, resource, "an OnPremises connector, disabled: it admits nothing",
+                      conn.ref("Enabled"), key=key)
+    sources = connector_sources(ctx, conn, accepted)
+    identified = [conn.ref("TlsSenderCertificateName"), conn.ref("SenderIPAddresses")]
+    if sources.foreign:
+        listed = ", ".join(text for text, _ in sources.foreign)
+        return result(Status.FAIL, resource,
+                      f"an OnPremises connector trusts {listed}: not your own servers (no private "
+                      "range, profile-documented range or certificate in an accepted domain); mail "
+                      "from there is attributed to your organisation, may relay through the tenant "
+                      "and is treated as coming from your own servers",
+                      conn.ref("ConnectorType"), *(ref for _, ref in sources.foreign), key=key,
+                      fix=f"Set-InboundConnector -Identity {identity} -Enabled $false")
+    if sources.gateway:
+        return result(Status.WARN, resource,
+                      f"an OnPremises connector identified by {ctx.gateway.names}'s "
+                      f"{', '.join(sources.gateway)}: some gateways document this for their "
+                      "integrated modes, but Microsoft calls OnPremises connectors identified by "
+                      "infrastructure shared with other tenants an anti-pattern: mail any customer "
+                      "of the gateway sends through it is attributed to your organisation. Prefer a "
+                      "Partner connector where the vendor supports it",
+                      conn.ref("ConnectorType"), *identified, severity=Severity.MEDIUM, key=key,
+                      fix=f"Set-InboundConnector -Identity {identity} -ConnectorType Partner")
+    if sources.own:
+        return result(Status.PASS, resource,
+                      f"an OnPremises connector from your own servers: {', '.join(sources.own)}",
+                      conn.ref("ConnectorType"), *identified, key=key)
+    if not (_exported(conn, "SenderIPAddresses") or _exported(conn, "TlsSenderCertificateName")):
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export holds neither SenderIPAddresses nor "
+                      "TlsSenderCertificateName, so whose servers it trusts is unknown",
+                      *identified, key=key)
+    return result(Status.PASS, resource,
+                  "an OnPremises connector that names no sending address or certificate, so no mail "
+                  "is attributed to it", conn.ref("ConnectorType"), *identified, key=key)
+
+
 CHECKS = (
     inbound_lockdown,
     gateway_connector_enabled,
@@ -930,4 +1297,6 @@ CHECKS = (
     enhanced_filtering,
     outbound_routing,
     recent_changes,
+    internal_trust,
+    on_premises_source,
 )

@@ -27,20 +27,29 @@ from auditor.models import AcceptedDomain, EvidenceRef
 
 from ._analysis import api_only
 from .connectors import MS_THIRD_PARTY
+from .organization import is_microsoft_domain
 
 PROTECTED, BYPASSABLE, NOT_ROUTED, UNKNOWN = (
     "protected", "bypassable", "not routed through the gateway", "cannot tell")
 
 # Findings about one domain that say whether outside mail can reach it around the gateway.
-DOMAIN_ROUTE = {"CONN-001": "accepted domain {}", "DNS-001": "domain {}"}
+DOMAIN_ROUTE = {"CONN-001": "accepted domain {}", "DNS-001": "domain {}", "DOM-001": "accepted domain {}"}
+# Judged only for Microsoft's domains (<tenant>.onmicrosoft.com), only for the others (their MX).
+MICROSOFT_ONLY, CUSTOM_ONLY = ("DOM-001",), ("DNS-001",)
+# Direct Send is a way around the gateway only for a domain no connector lock covers: the lock
+# refuses Direct Send to the domains it covers like any other mail not from the gateway.
+DIRECT_SEND = "ORG-001"
 # Tenant-wide findings about the same: any one of them applies to every domain.
-TENANT_ROUTE = ("ORG-001", "CONN-002", "CONN-003", "CONN-004", "RULE-005")
+TENANT_ROUTE = (DIRECT_SEND, "CONN-002", "CONN-003", "CONN-004", "CONN-009", "RULE-005")
 # Tenant-wide findings that weaken Exchange Online's own filtering: a caveat for a protected
 # domain, and what makes an open route worse (mail taking it is not filtered at all).
 FILTERING = ("RULE-001", "RULE-003", "RULE-004", "POL-001", "POL-002", "POL-003", "POL-004",
-             "CONN-005")
-# Weakens only the filtering of mail that came through the gateway, not of mail sent around it.
-GATEWAY_PATH_ONLY = ("CONN-005",)
+             "CONN-005", "CONN-008")
+# Weakens only the filtering of mail that came through a connector (the gateway's, or the one
+# flagged), not of mail sent straight to the tenant's endpoint around it.
+GATEWAY_PATH_ONLY = ("CONN-005", "CONN-008")
+# Routes whose mail Exchange attributes to the organisation itself: DMARC is no backstop there.
+ATTRIBUTED_ROUTES = ("CONN-009",)
 # Whether spoofing the domain itself is refused where the route is open.
 DMARC = "DNS-006"
 
@@ -84,9 +93,10 @@ def _sort(finding: Finding, judgement: _Judgement, route: bool) -> None:
 
 def _judge(ctx: CheckContext, name: str) -> _Judgement:
     judgement = _Judgement()
+    microsoft = is_microsoft_domain(name)
     for check_id, pattern in DOMAIN_ROUTE.items():
-        if check_id == "DNS-001" and name.endswith(".onmicrosoft.com"):
-            continue  # Microsoft's zone: its MX is Exchange Online by design (judged below)
+        if check_id in (CUSTOM_ONLY if microsoft else MICROSOFT_ONLY):
+            continue  # Microsoft's zone has no MX of the tenant's to judge; custom domains no MOERA
         if not ctx.ran(check_id):
             judgement.unknown.append(f"{check_id} is not part of this audit")
             continue
@@ -98,7 +108,10 @@ def _judge(ctx: CheckContext, name: str) -> _Judgement:
                                      else f"{check_id} reported nothing for {name}")
         for finding in mine:
             _sort(finding, judgement, route=True)
+    locked = _connector_locked(ctx, name)
     for check_id in TENANT_ROUTE:
+        if check_id == DIRECT_SEND and locked:
+            continue
         for finding in ctx.findings(check_id):
             _sort(finding, judgement, route=True)
     for check_id in FILTERING:
@@ -106,6 +119,13 @@ def _judge(ctx: CheckContext, name: str) -> _Judgement:
             if finding.status is Status.FAIL:
                 judgement.weakening.append(finding)
     return judgement
+
+
+def _connector_locked(ctx: CheckContext, name: str) -> bool:
+    """Whether CONN-001 found a Partner connector lock to the gateway covering the domain."""
+    return ctx.ran("CONN-001") and any(
+        f.resource == DOMAIN_ROUTE["CONN-001"].format(name) and f.status is Status.PASS
+        for f in ctx.findings("CONN-001"))
 
 
 def _mx_route(ctx: CheckContext, name: str) -> tuple[str, EvidenceRef | None]:
@@ -125,8 +145,8 @@ def _mx_route(ctx: CheckContext, name: str) -> tuple[str, EvidenceRef | None]:
     return "around", dd.ref(query)
 
 
-def _dmarc_note(ctx: CheckContext, name: str) -> str:
-    if name.endswith(".onmicrosoft.com"):
+def _dmarc_note(ctx: CheckContext, name: str, routes: list[Finding]) -> str:
+    if is_microsoft_domain(name) or any(f.check_id in ATTRIBUTED_ROUTES for f in routes):
         return ""
     found = [f for f in ctx.findings(DMARC) if f.resource == f"domain {name}"]
     if any(f.status is Status.PASS for f in found):
@@ -152,7 +172,7 @@ def _dmarc_note(ctx: CheckContext, name: str) -> str:
     ),
     remediation=Remediation(
         "Fix the findings listed with each verdict, starting with those that open the route "
-        "(CONN-001, DNS-001, ORG-001, RULE-005).",
+        "(CONN-001, DNS-001, DOM-001, ORG-001, RULE-005).",
         "# what the verdict is built from, to re-check after fixing:\n"
         "Get-InboundConnector | Format-List Name,Enabled,ConnectorType,SenderDomains,"
         "RestrictDomainsToIPAddresses,SenderIPAddresses,RestrictDomainsToCertificate,"
@@ -196,7 +216,7 @@ def _verdict(ctx: CheckContext, domain: AcceptedDomain, name: str, dns_known: bo
         return result(Status.PASS, resource, f"{PROTECTED}: {no_route}", domain.ref("DomainName"),
                       key=name, verdict=PROTECTED)
     judgement = _judge(ctx, name)
-    if name.endswith(".onmicrosoft.com"):
+    if is_microsoft_domain(name):
         route, mx_ref = "exchange-online", None
     elif dns_known:
         route, mx_ref = _mx_route(ctx, name)
@@ -225,7 +245,7 @@ def _verdict(ctx: CheckContext, domain: AcceptedDomain, name: str, dns_known: bo
         return result(Status.FAIL, resource,
                       f"{BYPASSABLE}: outside mail can reach {name}'s mailboxes without the "
                       f"gateway: {_labels(judgement.route_open)}.{weakened}"
-                      f"{_dmarc_note(ctx, name)}", *evidence,
+                      f"{_dmarc_note(ctx, name, judgement.route_open)}", *evidence,
                       severity=severity, key=name, related=related, verdict=BYPASSABLE)
     unknown = list(judgement.unknown)
     if route not in ("gateway", "none", "exchange-online"):

@@ -1,13 +1,25 @@
-"""Bypass vector: organisation-wide settings that let outsiders in as the organisation."""
+"""Bypass vectors: organisation-wide settings and Microsoft's own domains that let mail in as, or
+for, the organisation without passing the gateway."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from auditor.context import CheckContext
-from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
+from auditor.engine import (
+    Mappings,
+    Reference,
+    Remediation,
+    Result,
+    Severity,
+    Status,
+    check,
+    ps_literal,
+    result,
+)
+from auditor.models import AcceptedDomain, Mailbox, TransportConfig
 
-from ._analysis import connector_lock, rule_lock
+from ._analysis import ConnectorLock, RuleLock, api_only, connector_lock, lockdown_command, rule_lock
 
 MS_DIRECT_SEND = Reference(
     "Microsoft: Introducing more control over Direct Send in Exchange Online",
@@ -97,6 +109,248 @@ def reject_direct_send(ctx: CheckContext) -> Iterator[Result]:
                  fix="Set-OrganizationConfig -RejectDirectSend $true")
 
 
+# --- DOM-001: Microsoft's own domains (<tenant>.onmicrosoft.com) -----------------------------
+
+MICROSOFT_SUFFIX = ".onmicrosoft.com"
+MS_DOMAINS_FAQ = Reference(
+    "Microsoft: Domains FAQ (the onmicrosoft.com domain every organisation keeps)",
+    "https://learn.microsoft.com/en-us/microsoft-365/admin/setup/domains-faq",
+)
+MS_THIRD_PARTY = Reference(
+    "Microsoft: Manage mail flow using a third-party cloud service with Exchange Online",
+    "https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/manage-mail-flow-using-third-party-cloud",
+)
+MS_SET_INBOUND = Reference(
+    "Microsoft: Set-InboundConnector (AssociatedAcceptedDomains)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-inboundconnector",
+)
+PROOFPOINT_ESSENTIALS_DIRECT = Reference(
+    "Proofpoint Essentials: methods to prevent Exchange Online Protection direct delivery "
+    "(the onmicrosoft.com domain)",
+    "https://excelmicro.kayako.com/en-us/article/1011-proofpoint-essentials-methods-to-prevent-exchange-online-protection-direct-delivery",
+)
+
+
+def _domain_name(domain: AcceptedDomain) -> str:
+    return (domain.DomainName or "").lower().rstrip(".")
+
+
+def is_microsoft_domain(name: str) -> bool:
+    """<tenant>.onmicrosoft.com and the hybrid <tenant>.mail.onmicrosoft.com: Microsoft's zone,
+    whose MX is Exchange Online whatever the organisation's own domains publish."""
+    return name.endswith(MICROSOFT_SUFFIX)
+
+
+@check(
+    id="DOM-001",
+    title="The tenant's onmicrosoft.com domain is left out of the inbound lockdown",
+    severity=Severity.MEDIUM,
+    rationale=(
+        "Every tenant keeps its initial domain <tenant>.onmicrosoft.com, and hybrid tenants a "
+        "coexistence domain <tenant>.mail.onmicrosoft.com, and mailboxes have addresses in them. "
+        "Their MX records are Microsoft's and point at Exchange Online, whatever the custom "
+        "domains' MX says, so mail to those addresses never meets the gateway unless the inbound "
+        "lockdown also covers them. The classic miss is a gateway connector limited with "
+        "AssociatedAcceptedDomains to the custom domains, or a reject rule limited by recipient "
+        "domain: the custom domains look locked while anyone who guesses the tenant name can send "
+        "to user@<tenant>.onmicrosoft.com around the gateway. Exploiting it needs that address, "
+        "which is often guessable from the tenant's name."
+    ),
+    remediation=Remediation(
+        "Let the gateway's Partner connector cover every accepted domain (AssociatedAcceptedDomains "
+        "empty), as Microsoft's lockdown guide describes, or add the onmicrosoft.com domains to its "
+        "list; a reject rule limited by recipient domain needs them too. Mailboxes whose primary "
+        "address is an onmicrosoft.com address receive outside mail only this way: give them a "
+        "custom-domain primary address first.",
+        'Set-InboundConnector -Identity "<gateway connector>" -AssociatedAcceptedDomains $null\n'
+        "# or keep the list and add the Microsoft domains:\n"
+        'Set-InboundConnector -Identity "<gateway connector>" -AssociatedAcceptedDomains '
+        "contoso.com,contoso.onmicrosoft.com,contoso.mail.onmicrosoft.com",
+    ),
+    requires=("Get-AcceptedDomain", "Get-InboundConnector"),
+    uses=("Get-TransportRule", "Get-Mailbox"),
+    references=(MS_THIRD_PARTY, MS_SET_INBOUND, MS_DOMAINS_FAQ, PROOFPOINT_ESSENTIALS_DIRECT),
+    mappings=Mappings(attack=("T1566", "T1684.002", "T1672")),
+    needs_gateway=True,
+    legitimate=(
+        "A Partner connector for all sender domains with AssociatedAcceptedDomains empty (Microsoft's "
+        "and the vendors' lockdown) or listing the onmicrosoft.com domains, or an enforcing reject "
+        "rule with no recipient-domain limit, covers them; an API-only gateway has no route to lock. "
+        "Only *.onmicrosoft.com accepted domains are judged here (CONN-001 judges every domain)."
+    ),
+)
+def onmicrosoft_route(ctx: CheckContext) -> Iterator[Result]:
+    microsoft = [(d, name) for d in ctx.accepted_domains
+                 if is_microsoft_domain(name := _domain_name(d))]
+    if not microsoft:
+        yield result(Status.NOT_EVALUATED, "accepted domains",
+                     "not evaluated: the export holds no <tenant>.onmicrosoft.com accepted domain; "
+                     "every tenant has one, so the accepted domains were not exported completely",
+                     key="none")
+        return
+    locks = [v.lock for v in (connector_lock(c, ctx.gateway) for c in ctx.inbound_connectors) if v.lock]
+    rules_known = ctx.available("Get-TransportRule")
+    rules = ctx.transport_rules if rules_known else ()
+    rule_locks = [lock for rule in rules if (lock := rule_lock(rule, ctx.as_of)) is not None]
+    mailboxes = ctx.objects("Get-Mailbox", Mailbox) if ctx.available("Get-Mailbox") else None
+    for domain, name in microsoft:
+        yield _microsoft_domain_result(ctx, domain, name, locks, rule_locks, rules_known, mailboxes)
+
+
+def _microsoft_domain_result(ctx: CheckContext, domain: AcceptedDomain, name: str,
+                             locks: list[ConnectorLock], rule_locks: list[RuleLock], rules_known: bool,
+                             mailboxes: tuple[Mailbox, ...] | None) -> Result:
+    resource = f"accepted domain {name}"
+    if (no_route := api_only(ctx.gateway)) is not None:
+        return result(Status.PASS, resource, f"not applicable: {no_route}", domain.ref("DomainName"),
+                      key=name)
+    if domain.OutboundOnly:
+        return result(Status.PASS, resource, "receives no mail from outside (outbound only)",
+                      domain.ref("OutboundOnly"), key=name)
+    direct = (f"mail for {name} always reaches Exchange Online directly (Microsoft's MX), "
+              "whatever the custom domains' MX says")
+    covering = sorted((lock for lock in locks if lock.covers(name)), key=lambda lock: not lock.names_gateway)
+    if covering:
+        lock = covering[0]
+        scope = ("every accepted domain (AssociatedAcceptedDomains empty)" if lock.covers_all_domains
+                 else f"{name} among its AssociatedAcceptedDomains")
+        whose = (f"{ctx.gateway.names}" if lock.names_gateway
+                 else "the addresses it lists (CONN-001 judges whether they are the gateway's)")
+        return result(Status.PASS, resource,
+                      f"{direct}; Partner connector '{lock.connector.display_name}' covers {scope} and "
+                      f"refuses mail that does not come from {whose}",
+                      domain.ref("DomainName"), lock.connector.ref("AssociatedAcceptedDomains"), key=name)
+    by_rule = [lock for lock in rule_locks if not lock.domains or name in lock.domains]
+    if by_rule:
+        rule = by_rule[0].rule
+        return result(Status.PASS, resource,
+                      f"{direct}; transport rule '{rule.display_name}' rejects outside mail to it that "
+                      "does not come from the gateway (CONN-001 reports the limits of a rule-only lock)",
+                      domain.ref("DomainName"), rule.ref("ExceptIfSenderIpRanges"), key=name)
+    return _left_out(ctx, domain, name, direct, locks, rule_locks, rules_known, mailboxes)
+
+
+def _left_out(ctx: CheckContext, domain: AcceptedDomain, name: str, direct: str,
+              locks: list[ConnectorLock], rule_locks: list[RuleLock], rules_known: bool,
+              mailboxes: tuple[Mailbox, ...] | None) -> Result:
+    resource = f"accepted domain {name}"
+    evidence = [domain.ref("DomainName")]
+    gaps: list[str] = []
+    fixes: list[str] = []
+    for lock in locks:
+        listed = sorted(lock.domains)
+        gaps.append(f"Partner connector '{lock.connector.display_name}' is limited by "
+                    f"AssociatedAcceptedDomains to {', '.join(listed)}")
+        evidence.append(lock.connector.ref("AssociatedAcceptedDomains"))
+        fixes.append(f"Set-InboundConnector -Identity {ps_literal(lock.connector.display_name)} "
+                     "-AssociatedAcceptedDomains $null")
+    for rule_lock_ in rule_locks:
+        listed = sorted(rule_lock_.domains)
+        gaps.append(f"transport rule '{rule_lock_.rule.display_name}' rejects only mail to "
+                    f"{', '.join(listed)} (RecipientDomainIs)")
+        evidence.append(rule_lock_.rule.ref("RecipientDomainIs"))
+        fixes.append(f"Set-TransportRule -Identity {ps_literal(rule_lock_.rule.display_name)} "
+                     f"-RecipientDomainIs {','.join(ps_literal(d) for d in [*listed, name])}")
+    if gaps:
+        message = (f"{direct}, and the inbound lockdown leaves it out: {'; '.join(gaps)}. Anyone who "
+                   f"knows or guesses a user@{name} address delivers to that mailbox around "
+                   f"{ctx.gateway.names}")
+    else:
+        message = (f"{direct}, and no Partner connector lock or enforcing reject rule covers it or "
+                   "any other accepted domain (CONN-001 says why for each): anyone who knows or "
+                   f"guesses a user@{name} address delivers to that mailbox around "
+                   f"{ctx.gateway.names}")
+        fixes.append(lockdown_command(ctx.gateway))
+        if not rules_known:
+            message += " (transport rules were not collected, so a rule-based lock was not looked for)"
+    if mailboxes is not None:
+        primary = [m for m in mailboxes
+                   if (m.PrimarySmtpAddress or "").lower().rsplit("@", 1)[-1] == name]
+        if primary:
+            names = ", ".join(m.PrimarySmtpAddress or m.display_name for m in primary[:3])
+            names += ", ..." if len(primary) > 3 else ""
+            message += (f". {len(primary)} mailbox(es) have their primary address here ({names}): "
+                        "outside mail to them arrives only this way, so give them a custom-domain "
+                        "primary address before covering the domain")
+            evidence.append(primary[0].ref("PrimarySmtpAddress"))
+    return result(Status.FAIL, resource, message, *evidence, key=name, fix="\n".join(fixes))
+
+
+# --- ORG-002: SMTP AUTH organisation-wide ----------------------------------------------------
+
+MS_SMTP_AUTH = Reference(
+    "Microsoft: Enable or disable SMTP AUTH in Exchange Online",
+    "https://learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/authenticated-client-smtp-submission",
+)
+MS_SET_TRANSPORT_CONFIG = Reference(
+    "Microsoft: Set-TransportConfig (SmtpClientAuthenticationDisabled)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-transportconfig",
+)
+SMTP_AUTH_FIX = "Set-TransportConfig -SmtpClientAuthenticationDisabled $true"
+PER_MAILBOX = ("per-mailbox settings (Get-CASMailbox SmtpClientAuthenticationDisabled) override it "
+               "and are not in the evidence")
+
+
+@check(
+    id="ORG-002",
+    title="SMTP AUTH client submission is enabled for the whole organisation",
+    severity=Severity.MEDIUM,
+    rationale=(
+        "SMTP AUTH (authenticated client submission to smtp.office365.com) sends mail from inside "
+        "Exchange Online: the message never meets the inbound gateway, so an account whose "
+        "password or token is stolen can send internal phishing that the gateway never scans. It "
+        "is also a target for password spraying. Exploiting it needs working credentials, so it "
+        "is less exploitable than an open anonymous route; Microsoft recommends turning it off "
+        "organisation-wide and enabling it only for the mailboxes that still need it."
+    ),
+    remediation=Remediation(
+        "Disable SMTP AUTH for the organisation and enable it only on the mailboxes of devices or "
+        "applications that cannot use anything else (or move them to a connector or OAuth).",
+        SMTP_AUTH_FIX + "\n"
+        "# only where still needed:\n"
+        'Set-CASMailbox -Identity "<device mailbox>" -SmtpClientAuthenticationDisabled $false',
+    ),
+    requires=("Get-TransportConfig",),
+    references=(MS_SMTP_AUTH, MS_SET_TRANSPORT_CONFIG),
+    mappings=Mappings(attack=("T1078.004", "T1534", "T1110.003"), cis=("6.5.4",),
+                      scuba=("MS.EXO.5.1v1",)),
+    legitimate=(
+        "SMTP AUTH off organisation-wide (SmtpClientAuthenticationDisabled $true, the default for "
+        "tenants created since January 2020), with per-mailbox exceptions for the devices and "
+        "applications that need it, as Microsoft recommends; those exceptions are not in the "
+        "evidence and are not judged."
+    ),
+)
+def smtp_auth(ctx: CheckContext) -> Iterator[Result]:
+    configs = ctx.objects("Get-TransportConfig", TransportConfig)
+    if not configs:
+        yield result(Status.NOT_EVALUATED, "transport config",
+                     "not evaluated: the export holds no transport config object", key="transport")
+        return
+    config = configs[0]
+    resource = f"transport config {config.display_name}"
+    value = config.SmtpClientAuthenticationDisabled
+    if value is None:
+        yield result(Status.NOT_EVALUATED, resource,
+                     "not evaluated: the export does not contain a readable "
+                     "SmtpClientAuthenticationDisabled", config.ref("SmtpClientAuthenticationDisabled"),
+                     key="transport")
+    elif value:
+        yield result(Status.PASS, resource,
+                     f"SMTP AUTH is disabled organisation-wide; {PER_MAILBOX}, so mailboxes enabled "
+                     "one by one are not seen", config.ref("SmtpClientAuthenticationDisabled"),
+                     key="transport")
+    else:
+        yield result(Status.FAIL, resource,
+                     "SMTP AUTH is enabled organisation-wide (SmtpClientAuthenticationDisabled "
+                     "false): any account whose credentials are stolen can submit mail that never "
+                     f"meets the inbound gateway, and passwords can be sprayed against it; {PER_MAILBOX}, "
+                     "so mailboxes disabled one by one are not seen",
+                     config.ref("SmtpClientAuthenticationDisabled"), key="transport", fix=SMTP_AUTH_FIX)
+
+
 CHECKS = (
     reject_direct_send,
+    onmicrosoft_route,
+    smtp_auth,
 )

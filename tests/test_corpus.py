@@ -34,10 +34,10 @@ from tests.corpus import (
 TENANTS = tenant_folders()
 # The catalog the corpus must prove: every id fails or warns on some tenant and passes on another.
 CATALOG = (
-    *(f"CONN-{n:03d}" for n in range(1, 8)),
+    *(f"CONN-{n:03d}" for n in range(1, 10)),
     *(f"RULE-{n:03d}" for n in range(1, 8)),
     *(f"POL-{n:03d}" for n in range(1, 7)),
-    "MBX-001", "MBX-002", "ORG-001",
+    "MBX-001", "MBX-002", "ORG-001", "ORG-002", "DOM-001",
     *(f"DNS-{n:03d}" for n in range(1, 8)),
     "GW-001",
     *(f"APP-{n:03d}" for n in range(1, 4)),

@@ -19,8 +19,8 @@ EXPECTED = {
     ("APP-002", "fail", "Mimecast Sync and Recover (appId ab297ba0-ed97-4666-8172-62c14ae8461e)"),
     ("APP-003", "pass", "Application EWS.AccessAsApp-Mimecast Sync and Recover"),
     ("CONN-001", "pass", "accepted domain contoso.com"),
-    ("CONN-001", "pass", "accepted domain contoso.mail.onmicrosoft.com"),
-    ("CONN-001", "pass", "accepted domain contoso.onmicrosoft.com"),
+    ("CONN-001", "fail", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("CONN-001", "fail", "accepted domain contoso.onmicrosoft.com"),
     ("CONN-001", "pass", "accepted domain northwindtraders.com"),
     ("CONN-002", "pass", "inbound connector Mimecast Inbound"),
     ("CONN-003", "pass", "inbound connector Mimecast Inbound"),
@@ -40,6 +40,9 @@ EXPECTED = {
     ("CONN-007", "pass", "transport rule Old vendor allow (disabled)"),
     ("CONN-007", "pass", "transport rule Skip filtering - gateway scanned header (legacy)"),
     ("CONN-007", "pass", "transport rule Tag external senders"),
+    ("CONN-008", "pass", "inbound Partner connectors"),
+    ("CONN-008", "pass", "inbound connector Mimecast Inbound"),
+    ("CONN-009", "pass", "inbound OnPremises connectors"),
     ("DNS-001", "pass", "domain contoso.com"),
     ("DNS-001", "warn", "domain northwindtraders.com"),
     ("DNS-002", "pass", "domain contoso.com"),
@@ -54,15 +57,18 @@ EXPECTED = {
     ("DNS-006", "fail", "domain northwindtraders.com"),
     ("DNS-007", "pass", "domain contoso.com"),
     ("DNS-007", "warn", "domain northwindtraders.com"),
+    ("DOM-001", "fail", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("DOM-001", "fail", "accepted domain contoso.onmicrosoft.com"),
     ("GW-001", "warn", "accepted domain contoso.com"),
-    ("GW-001", "warn", "accepted domain contoso.mail.onmicrosoft.com"),
-    ("GW-001", "warn", "accepted domain contoso.onmicrosoft.com"),
+    ("GW-001", "fail", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("GW-001", "fail", "accepted domain contoso.onmicrosoft.com"),
     ("GW-001", "warn", "accepted domain northwindtraders.com"),
     ("MAIL-001", "pass", "mailbox lynne.robbins@contoso.com"),
     ("MAIL-001", "pass", "mailbox megan.bowen@contoso.com"),
     ("MBX-001", "warn", "mailbox lynne.robbins@contoso.com"),
     ("MBX-002", "fail", "inbox rule '.' of mailbox lynne.robbins@contoso.com"),
-    ("ORG-001", "pass", "organization contoso.onmicrosoft.com"),
+    ("ORG-001", "fail", "organization contoso.onmicrosoft.com"),
+    ("ORG-002", "pass", "transport config Transport Settings"),
     ("POL-001", "fail", "connection filter policy Default: 198.18.0.0/24"),
     ("POL-001", "fail", "connection filter policy Default: 203.0.113.0/24"),
     ("POL-002", "pass", "connection filter policy Default"),
@@ -124,7 +130,7 @@ def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path
     for text in ("Allow partner newsletters", "finance-archive@fabrikam-records.example",
                  "203.0.113.0/24", "Mimecast Email Security"):
         assert text in html and text in markdown
-    assert data["summary"]["by_status"]["fail"] == 14
+    assert data["summary"]["by_status"]["fail"] == 21
     # The one gap is real: a vendor's multi-tenant app keeps its credentials in the vendor's tenant.
     assert [(f["check_id"], f["status"]) for f in data["findings"] if f["status"] == "not_evaluated"] == [
         ("APP-002", "not_evaluated")]

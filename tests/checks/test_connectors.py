@@ -1,6 +1,7 @@
 """The connector checks: CONN-001 (inbound lockdown per accepted domain), CONN-002 (gateway
 connector enabled), CONN-003 (shared certificate trust), CONN-004 (sender IP ranges), CONN-005
-(Enhanced Filtering), CONN-006 (outbound routing) and CONN-007 (recent changes)."""
+(Enhanced Filtering), CONN-006 (outbound routing), CONN-007 (recent changes), CONN-008 (internal
+trust flags, overlapping Partner connectors) and CONN-009 (OnPremises connector sources)."""
 
 from __future__ import annotations
 
@@ -982,3 +983,215 @@ def test_conn007_changed_within_option_widens_the_window_through_the_cli(
     assert _cli_conn007(folder, capsys) == {("pass", "inbound connector Gateway inbound")}
     assert _cli_conn007(folder, capsys, "--changed-within", "60") == {
         ("warn", "inbound connector Gateway inbound")}
+
+
+# --- CONN-008: internal-trust flags and overlapping Partner connectors -----------------------
+
+HYBRID = {"Name": "Inbound from 6c1b8f0e", "Enabled": True, "ConnectorType": "OnPremises",
+          "ConnectorSource": "HybridWizard", "SenderDomains": ["smtp:*;1"], "SenderIPAddresses": [],
+          "TlsSenderCertificateName": "mail.contoso.com", "RequireTls": True,
+          "AssociatedAcceptedDomains": [], "CloudServicesMailEnabled": True,
+          "TreatMessagesAsInternal": False}
+
+
+def _internal(make_export: MakeExport, doc_gateway: Path | None,
+              connectors: list[dict[str, Any]], check_id: str = "CONN-008") -> list[Finding]:
+    files = {"Get-InboundConnector": connectors, "Get-AcceptedDomain": accepted("contoso.com")}
+    return _run(make_export, check_id, files, gateway_file=doc_gateway)
+
+
+def _flags(**flags: Any) -> dict[str, Any]:
+    return connector(**{"TreatMessagesAsInternal": False, "CloudServicesMailEnabled": False, **flags})
+
+
+def test_conn008_treat_as_internal_on_the_gateway_partner_connector_fails(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    findings = _internal(make_export, doc_gateway, [_flags(TreatMessagesAsInternal=True)])
+    finding = _for(findings, "inbound connector Gateway inbound")
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "treated as internal" in finding.message
+    assert any(e.pointer == "/0/TreatMessagesAsInternal" for e in finding.evidence)
+    assert finding.fix == "Set-InboundConnector -Identity 'Gateway inbound' -TreatMessagesAsInternal $false"
+
+
+def test_conn008_cloud_services_mail_on_a_partner_connector_fails(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    findings = _internal(make_export, doc_gateway, [_flags(CloudServicesMailEnabled=True)])
+    finding = _for(findings, "inbound connector Gateway inbound")
+    assert finding.status is Status.FAIL
+    assert "X-MS-Exchange-Organization-*" in finding.message
+
+
+def test_conn008_hybrid_connector_from_own_servers_passes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """The Hybrid Configuration wizard sets CloudServicesMailEnabled; TreatMessagesAsInternal is
+    Microsoft's documented option for own on-premises servers that are not Exchange."""
+    relay = {**HYBRID, "Name": "From on-premises relay", "ConnectorSource": "Default",
+             "TlsSenderCertificateName": None, "SenderIPAddresses": ["10.20.0.0/24"],
+             "CloudServicesMailEnabled": False, "TreatMessagesAsInternal": True}
+    findings = _internal(make_export, doc_gateway, [_flags(), HYBRID, relay])
+    assert statuses(findings) == {("pass", "inbound connector Gateway inbound"),
+                                  ("pass", "inbound connector Inbound from 6c1b8f0e"),
+                                  ("pass", "inbound connector From on-premises relay"),
+                                  ("pass", "inbound Partner connectors")}
+    hybrid = _for(findings, "inbound connector Inbound from 6c1b8f0e")
+    assert "Hybrid Configuration wizard" in hybrid.message
+
+
+def test_conn008_flags_on_an_onpremises_connector_from_outside_fail(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    foreign = {**HYBRID, "TlsSenderCertificateName": "relay.attacker.example"}
+    finding = _for(_internal(make_export, doc_gateway, [foreign]), "inbound connector Inbound from 6c1b8f0e")
+    assert finding.status is Status.FAIL
+    assert "relay.attacker.example" in finding.message
+
+
+def test_conn008_disabled_connector_with_flags_is_a_low_warning(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    findings = _internal(make_export, doc_gateway, [_flags(Enabled=False, TreatMessagesAsInternal=True)])
+    finding = _for(findings, "inbound connector Gateway inbound")
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.LOW)
+
+
+def test_conn008_flags_absent_from_the_export_are_not_evaluated(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    findings = _internal(make_export, doc_gateway, [connector()])
+    finding = _for(findings, "inbound connector Gateway inbound")
+    assert finding.status is Status.NOT_EVALUATED
+    unreadable = _internal(make_export, doc_gateway, [_flags(TreatMessagesAsInternal="perhaps")])
+    assert not any(f.status is Status.PASS for f in unreadable)
+    assert any(f.status is Status.NOT_EVALUATED and "TreatMessagesAsInternal" in f.message
+               for f in unreadable)
+
+
+def test_conn008_two_restricting_partner_connectors_during_a_migration_warn_low(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    old = _flags(Name="Old gateway", SenderIPAddresses=["192.0.2.0/24"])
+    finding = _for(_internal(make_export, doc_gateway, [_flags(), old]),
+                   "inbound connectors Gateway inbound and Old gateway")
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.LOW)
+    assert "moving from one gateway to another" in finding.message
+
+
+def test_conn008_unrestricted_partner_connector_overlapping_the_lock_fails(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    loose = _flags(Name="Partner relay", SenderIPAddresses=["192.0.2.0/24"],
+                   RestrictDomainsToIPAddresses=False)
+    finding = _for(_internal(make_export, doc_gateway, [_flags(), loose]),
+                   "inbound connectors Gateway inbound and Partner relay")
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.MEDIUM)
+    assert finding.fix == "Set-InboundConnector -Identity 'Partner relay' -Enabled $false"
+
+
+def test_conn008_partner_connectors_with_disjoint_or_narrower_scopes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """Connectors for different accepted domains do not overlap; a partner's own connector (its
+    sender domain only) beside the gateway lock does, and is a warning, not a failure."""
+    partner = _flags(Name="Fabrikam TLS", SenderDomains=["smtp:fabrikam.example;1"],
+                     RestrictDomainsToIPAddresses=False, SenderIPAddresses=[])
+    other_domain = _flags(Name="Subsidiary gateway", AssociatedAcceptedDomains=["northwind.example"])
+    scoped = _flags(Name="Main gateway", AssociatedAcceptedDomains=["contoso.com"])
+    findings = _internal(make_export, doc_gateway, [scoped, other_domain])
+    assert ("pass", "inbound Partner connectors") in statuses(findings)
+    restricted = _flags(Name="Fabrikam TLS", SenderDomains=["smtp:fabrikam.example;1"],
+                        RestrictDomainsToCertificate=True, TlsSenderCertificateName="mail.fabrikam.example")
+    findings = _internal(make_export, doc_gateway, [_flags(), restricted])
+    assert [(f.status, f.severity) for f in findings if f.resource.startswith("inbound connectors ")] == [
+        (Status.WARN, Severity.LOW)]
+    findings = _internal(make_export, doc_gateway, [_flags(), partner])
+    narrower = _for(findings, "inbound connectors Gateway inbound and Fabrikam TLS")
+    assert (narrower.status, narrower.severity) == (Status.WARN, Severity.MEDIUM)
+    assert "-TlsSenderCertificateName" in narrower.fix
+    assert ("pass", "inbound Partner connectors") not in statuses(
+        _internal(make_export, doc_gateway, [_flags(), _flags(Name="Copy")]))
+
+
+def test_conn008_missing_connectors_is_not_evaluated(make_export: MakeExport, doc_gateway: Path) -> None:
+    files = {"Get-AcceptedDomain": accepted("contoso.com")}
+    finding = _only(_run(make_export, "CONN-008", files, gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-InboundConnector")
+
+
+# --- CONN-009: OnPremises connectors and whose servers they trust ---------------------------
+
+
+def _onprem(**overrides: Any) -> dict[str, Any]:
+    base = {**HYBRID, "Name": "From on-premises", "ConnectorSource": "Default",
+            "CloudServicesMailEnabled": False}
+    base.update(overrides)
+    return base
+
+
+def test_conn009_onpremises_connector_from_unknown_addresses_fails_high(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """Microsoft's September 2022 case: an attacker-added connector relaying as the victim."""
+    rogue = _onprem(Name="Relay", TlsSenderCertificateName=None, SenderIPAddresses=["192.0.2.10/32"])
+    finding = _only(_internal(make_export, doc_gateway, [rogue], "CONN-009"))
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "192.0.2.10/32" in finding.message
+    assert any(e.pointer == "/0/SenderIPAddresses/0" for e in finding.evidence)
+    assert finding.fix == "Set-InboundConnector -Identity 'Relay' -Enabled $false"
+
+
+def test_conn009_certificate_outside_the_accepted_domains_fails(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    finding = _only(_internal(make_export, doc_gateway,
+                              [_onprem(TlsSenderCertificateName="mx.hoster.example")], "CONN-009"))
+    assert finding.status is Status.FAIL
+
+
+def test_conn009_own_servers_pass(make_export: MakeExport, doc_gateway: Path) -> None:
+    by_certificate = _onprem()
+    wildcard = _onprem(Name="Wildcard", TlsSenderCertificateName="*.contoso.com")
+    private = _onprem(Name="Private relay", TlsSenderCertificateName=None,
+                      SenderIPAddresses=["192.168.10.0/24"])
+    findings = _internal(make_export, doc_gateway, [by_certificate, wildcard, private, connector()],
+                         "CONN-009")
+    assert statuses(findings) == {("pass", "inbound connector From on-premises"),
+                                  ("pass", "inbound connector Wildcard"),
+                                  ("pass", "inbound connector Private relay")}
+
+
+def test_conn009_addresses_documented_in_a_profile_file_are_own_servers(
+        make_export: MakeExport, tmp_path: Path) -> None:
+    """--gateway mimecast with a profile file documenting the on-premises relay's public range."""
+    profile = tmp_path / "own.toml"
+    profile.write_text('schema_version = 1\nid = "contoso-onprem"\nname = "Contoso on-premises"\n'
+                       'vendor = "Contoso"\n[[ip_ranges]]\ncidrs = ["192.0.2.0/24"]\n')
+    relay = _onprem(TlsSenderCertificateName=None, SenderIPAddresses=["192.0.2.10/32"])
+    files = {"Get-InboundConnector": [relay], "Get-AcceptedDomain": accepted("contoso.com")}
+    finding = _only(_run(make_export, "CONN-009", files, gateway_file=profile, gateway="mimecast"))
+    assert finding.status is Status.PASS
+    assert "your profile file" in finding.message
+
+
+def test_conn009_gateway_addresses_on_an_onpremises_connector_warn_medium(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """Some vendors document this for integrated modes: a truthful warning, not a failure."""
+    vendor = _onprem(Name="From gateway", TlsSenderCertificateName=None, SenderIPAddresses=GATEWAY_RANGES)
+    finding = _only(_internal(make_export, doc_gateway, [vendor], "CONN-009"))
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+    assert "anti-pattern" in finding.message
+    assert finding.fix == "Set-InboundConnector -Identity 'From gateway' -ConnectorType Partner"
+
+
+def test_conn009_disabled_connector_and_no_onpremises_connector_pass(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    rogue = _onprem(Enabled=False, TlsSenderCertificateName="relay.attacker.example")
+    assert _only(_internal(make_export, doc_gateway, [rogue], "CONN-009")).status is Status.PASS
+    none = _only(_internal(make_export, doc_gateway, [connector()], "CONN-009"))
+    assert (none.status, none.resource) == (Status.PASS, "inbound OnPremises connectors")
+
+
+def test_conn009_unknown_type_is_not_evaluated(make_export: MakeExport, doc_gateway: Path) -> None:
+    untyped = _onprem()
+    del untyped["ConnectorType"]
+    finding = _only(_internal(make_export, doc_gateway, [untyped], "CONN-009"))
+    assert finding.status is Status.NOT_EVALUATED
+
+
+def test_conn009_missing_accepted_domains_is_not_evaluated(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    files = {"Get-InboundConnector": [_onprem()]}
+    finding = _only(_run(make_export, "CONN-009", files, gateway_file=doc_gateway))
+    assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-AcceptedDomain")

@@ -180,3 +180,38 @@ def test_an_api_only_gateway_has_no_route_to_lock(make_export: MakeExport, tmp_p
         assert {(f.status, f.resource) for f in found} == {
             (Status.PASS, f"accepted domain {DOMAIN}"), (Status.PASS, f"accepted domain {INITIAL}")}
         assert all("through its API" in f.message for f in found)
+
+
+def test_onmicrosoft_domain_left_out_of_the_lock_is_bypassable(make_export: MakeExport) -> None:
+    """DOM-001's classic miss: the custom domain is locked and protected, the tenant's own
+    onmicrosoft.com domain is not; Direct Send counts only against the domain left open."""
+    scoped = connector(SenderIPAddresses=mimecast_us_ranges(), AssociatedAcceptedDomains=[DOMAIN])
+    folder = _export(make_export, connectors=[scoped], dns=[_recorded()], direct_send_rejected=False)
+    verdicts = _verdicts(folder)
+    assert (verdicts[DOMAIN].status, verdicts[DOMAIN].verdict) == (Status.PASS, "protected")
+    assert (verdicts[INITIAL].status, verdicts[INITIAL].verdict) == (Status.FAIL, "bypassable")
+    assert f"DOM-001 (accepted domain {INITIAL})" in verdicts[INITIAL].message
+    assert "ORG-001" in verdicts[INITIAL].message
+    assert _fingerprints(folder, "DOM-001") <= set(verdicts[INITIAL].related)
+    assert not _fingerprints(folder, "DOM-001") & set(verdicts[DOMAIN].related)
+
+
+def test_direct_send_still_opens_a_domain_no_connector_lock_covers(make_export: MakeExport) -> None:
+    lock = rule("Reject mail not from gateway", FromScope="NotInOrganization",
+                RejectMessageReasonText="Use the gateway", ExceptIfSenderIpRanges=mimecast_us_ranges(),
+                Conditions=["Microsoft.Exchange.MessagingPolicies.Rules.Tasks.FromScopePredicate"])
+    folder = _export(make_export, connectors=[], rules=[lock], dns=[_recorded()],
+                     direct_send_rejected=False)
+    found = _verdicts(folder)[DOMAIN]
+    assert "ORG-001" in found.message and found.status is not Status.PASS
+
+
+def test_onpremises_connector_from_outside_opens_every_domain(make_export: MakeExport) -> None:
+    """CONN-009: mail from a foreign server attributed to the organisation skips the lock."""
+    relay = connector(Name="Relay", ConnectorType="OnPremises", SenderIPAddresses=["192.0.2.10/32"],
+                      RestrictDomainsToIPAddresses=False)
+    folder = _export(make_export, connectors=[connector(SenderIPAddresses=mimecast_us_ranges()), relay],
+                     dns=[_recorded()])
+    found = _verdicts(folder)[DOMAIN]
+    assert (found.status, found.verdict) == (Status.FAIL, "bypassable")
+    assert "CONN-009 (inbound connector Relay)" in found.message
