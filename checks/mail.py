@@ -159,7 +159,9 @@ def _internal(row: MessageHeaders, report: dict[str, str]) -> str | None:
     mappings=Mappings(attack=("T1566",)),
     needs_gateway=True,
     legitimate=(
-        "Mail whose connecting IP (CIP) is in the gateway's published ranges; for gateways with "
+        "Mail handed to Exchange Online by an address in the gateway's published ranges (the "
+        "Received hop Exchange Online wrote as the message entered; CIP only when that hop is "
+        "unreadable and Enhanced Filtering did not rewrite CIP); for gateways with "
         "customer-specific IPs (Cisco) mail from a host of the gateway's domain carrying its "
         "header stamps; internal mail (AuthAs Internal, directionality Originating, DIR:INT, "
         "including mail relayed from on-premises through a connector that authenticates as "
