@@ -139,7 +139,9 @@ def _internal(row: MessageHeaders, report: dict[str, str]) -> str | None:
     rationale=(
         "The transport headers of a delivered message record who connected to Exchange Online: "
         "EOP writes the connecting IP into X-Forefront-Antispam-Report (CIP) and the hop into "
-        "the Received chain. A message from outside whose connecting IP is not the gateway's "
+        "the Received chain (under Enhanced Filtering, CIP names the original sender instead, so "
+        "the Received hop is what is judged). A message from outside whose connecting IP is not "
+        "the gateway's "
         "was delivered around it: whatever the connectors and rules look like, the route is "
         "open, and senders (or an attacker sending to <tenant>.mail.protection.outlook.com "
         "directly) already use it, skipping the gateway's filtering, sandboxing and URL rewriting."
