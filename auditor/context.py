@@ -67,6 +67,13 @@ class CheckContext:
             raise UndeclaredEvidenceError(f"{check_id} is not in derives_from")
         return check_id in self._ran
 
+    def evidence_state(self, key: str) -> str:
+        """A declared evidence item's state and why, for a not-evaluated message."""
+        if key not in self._allowed:
+            raise UndeclaredEvidenceError(f"the check asked for {key} without declaring it")
+        collection = self._audit.evidence.get(key)
+        return collection.state.value + (f" ({collection.reason})" if collection.reason else "")
+
     def available(self, key: str) -> bool:
         """Whether declared evidence (required or optional) is usable in this snapshot."""
         if key not in self._allowed:

@@ -347,7 +347,7 @@ def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
 def _qualify_summaries(results: list[Result], meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     """A "nothing found" pass only holds if every object was read: otherwise it is not
     evaluated, since the unread objects may be exactly the ones that would fail."""
-    unread = [(key, len(c.rejected), c.state) for key in meta.requires
+    unread = [(key, len(c.rejected), c.state) for key in _read_keys(meta, ctx)
               if (c := ctx.evidence.get(key)).rejected or c.state is State.PARTIAL]
     if not unread:
         return results
@@ -361,10 +361,16 @@ def _qualify_summaries(results: list[Result], meta: CheckMeta, ctx: AuditContext
     ]
 
 
+def _read_keys(meta: CheckMeta, ctx: AuditContext) -> list[str]:
+    """The evidence a check read: what it requires, and the optional evidence that was usable."""
+    return [*meta.requires, *(key for key in meta.uses if key != "dns"
+                              and ctx.evidence.get(key).state.usable)]
+
+
 def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     """Objects the check could not see: rejected objects and partial collections."""
     results = []
-    for key in meta.requires:
+    for key in _read_keys(meta, ctx):
         collection = ctx.evidence.get(key)
         for rejected in collection.rejected:
             results.append(Result(

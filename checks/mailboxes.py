@@ -319,8 +319,8 @@ def _analyse_rule(ctx: CheckContext, rule: InboxRule, directory: MailboxDirector
         "Get-InboxRule -Mailbox \"<mailbox>\" -IncludeHidden | Format-List Name,Enabled,Description\n"
         "Disable-InboxRule -Identity \"<rule identity>\" -Confirm:$false",
     ),
-    requires=(INBOX_RULES, ACCEPTED_DOMAINS),
-    uses=(MAILBOXES, OUTBOUND_POLICIES, REMOTE_DOMAINS, EWS_INBOX_RULES),
+    requires=(ACCEPTED_DOMAINS,),
+    uses=(INBOX_RULES, EWS_INBOX_RULES, MAILBOXES, OUTBOUND_POLICIES, REMOTE_DOMAINS),
     references=(MS_COMPROMISED_ACCOUNT, MS_GET_INBOX_RULE, MS_FORWARDING, MITRE_FORWARDING_RULE,
                 MITRE_HIDING_RULES),
     mappings=Mappings(attack=("T1114.003", "T1564.008"), cis=("6.2.1",)),
@@ -332,7 +332,16 @@ def _analyse_rule(ctx: CheckContext, rule: InboxRule, directory: MailboxDirector
     ),
 )
 def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
-    rules = ctx.objects(INBOX_RULES, InboxRule)
+    # Either source will do: Get-InboxRule (admin API or script; Global Reader cannot run it)
+    # or the rules collect --mailboxes read over EWS. Neither is never a pass.
+    if not ctx.available(INBOX_RULES) and not ctx.available(EWS_INBOX_RULES):
+        reasons = "; ".join(f"{key} is {ctx.evidence_state(key)}" for key in (INBOX_RULES, EWS_INBOX_RULES))
+        yield result(Status.NOT_EVALUATED, "inbox rules",
+                     f"not evaluated: no inbox rules were collected ({reasons})",
+                     EvidenceRef(file=f"exo/{INBOX_RULES}.json", pointer="", observed="missing"),
+                     key="evidence")
+        return
+    rules = ctx.objects(INBOX_RULES, InboxRule) if ctx.available(INBOX_RULES) else ()
     mailboxes = ctx.objects(MAILBOXES, Mailbox) if ctx.available(MAILBOXES) else ()
     directory = MailboxDirectory(mailboxes)
     ews_rules = _ews_rules_of_other_mailboxes(ctx, rules, directory)

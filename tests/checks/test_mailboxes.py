@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,32 @@ def test_mbx002_disabled_suspicious_rule_is_a_low_warning(make_export: MakeExpor
 def test_mbx002_missing_or_empty_rules_are_not_evaluated(make_export: MakeExport, rules: Any) -> None:
     files = {} if rules is None else {"Get-InboxRule": rules}
     assert _only(_run(make_export, "MBX-002", files)).status is Status.NOT_EVALUATED
+
+
+def test_mbx002_judges_rules_read_over_ews_when_get_inboxrule_was_not_collected(
+        make_export: MakeExport) -> None:
+    """Global Reader cannot run Get-InboxRule; collect --mailboxes reads the rules over EWS."""
+    files = {"Mailbox-InboxRules": {"value": [_rule("Copy", ForwardTo=["x@exfil.example"])]}}
+    finding = _only(_run(make_export, "MBX-002", files))
+    assert finding.status is Status.FAIL and "x@exfil.example" in finding.message
+    assert finding.evidence[0].file.startswith("mailbox/")
+
+
+def test_mbx002_without_either_source_says_which_were_missing(make_export: MakeExport) -> None:
+    finding = _only(_run(make_export, "MBX-002", {}))
+    assert finding.status is Status.NOT_EVALUATED
+    assert "Get-InboxRule is missing" in finding.message
+    assert "Mailbox-InboxRules is missing" in finding.message
+
+
+def test_mbx002_a_partial_ews_collection_is_no_proof_of_absence(make_export: MakeExport) -> None:
+    folder = make_export({"Get-AcceptedDomain": accepted("contoso.com"),
+                          "Mailbox-InboxRules": {"value": [_rule("Filing")]}})
+    (folder / "export.json").write_text(json.dumps({
+        "collected_at": "2026-11-20T00:00:00Z",
+        "cmdlets": {"Mailbox-InboxRules": {"status": "partial", "error": "2 mailboxes not read"}}}))
+    statuses_found = {f.status for f in findings_for(audit(folder), "MBX-002")}
+    assert Status.PASS not in statuses_found and Status.NOT_EVALUATED in statuses_found
 
 
 def test_mbx002_unreadable_rule_is_never_a_pass(make_export: MakeExport) -> None:
