@@ -223,6 +223,21 @@ class _Item:
     first: dict[str, Any] | _Outcome | None = None
 
 
+def paging_stops(link: str, seen: set[str], page: int, max_pages: int, allowed: bool,
+                 service: str) -> str | None:
+    """Why the next page (``link``, after ``page`` pages) must not be fetched, or None: a link
+    seen before (a loop), the page bound, or a link to another host (never sent the token)."""
+    if link in seen:
+        return (f"{service} sent page link {page + 1} again (a paging loop); results after page "
+                f"{page} are missing")
+    if page >= max_pages:
+        return f"stopped at the bound of {max_pages} pages; later results are missing"
+    if not allowed:
+        return (f"the next-page link points to {urlsplit(link).netloc}, not {service}; not followed, "
+                "later results are missing")
+    return None
+
+
 class ExoClient:
     """Calls ``InvokeCommand`` for one tenant with tokens from ``credential``.
 
@@ -423,17 +438,10 @@ class ExoClient:
                 break
             seen.add(url)
             link = str(link)
-            if link in seen:
-                partial, unfollowed = (f"the admin API sent page link {page + 1} again (a paging "
-                                       f"loop); results after page {page} are missing"), link
-                break
-            if page >= self.policy.max_pages:
-                partial, unfollowed = (f"stopped at the bound of {self.policy.max_pages} pages; "
-                                       "later results are missing"), link
-                break
-            if not self._allowed_link(link):
-                partial, unfollowed = (f"the next-page link points to {urlsplit(link).netloc}, not "
-                                       "the admin API; not followed, later results are missing"), link
+            partial = paging_stops(link, seen, page, self.policy.max_pages,
+                                   self._allowed_link(link), "the admin API")
+            if partial:
+                unfollowed = link
                 break
             url = link
             try:

@@ -32,7 +32,16 @@ import httpx
 from . import __version__
 from .errors import AuthenticationError
 from .evidence import State
-from .exo_rest import CmdletCall, CmdletResult, Progress, RetryPolicy, _json, _Outcome, _retry_after
+from .exo_rest import (
+    CmdletCall,
+    CmdletResult,
+    Progress,
+    RetryPolicy,
+    _json,
+    _Outcome,
+    _retry_after,
+    paging_stops,
+)
 from .oauth import AccessToken, Credential, check_endpoint
 from .psjson import error_text
 
@@ -192,17 +201,10 @@ class GraphClient:
                 break
             seen.add(url)
             link = str(link)
-            if link in seen:
-                partial, unfollowed = (f"Graph sent page link {page + 1} again (a paging loop); "
-                                       f"results after page {page} are missing"), link
-                break
-            if page >= self.policy.max_pages:
-                partial, unfollowed = (f"stopped at the bound of {self.policy.max_pages} pages; "
-                                       "later results are missing"), link
-                break
-            if not self._same_host(link):
-                partial, unfollowed = (f"the next-page link points to {urlsplit(link).netloc}, not "
-                                       "Microsoft Graph; not followed, later results are missing"), link
+            partial = paging_stops(link, seen, page, self.policy.max_pages, self._same_host(link),
+                                   "Microsoft Graph")
+            if partial:
+                unfollowed = link
                 break
             url = link
         return _result(key, source, values, context, page, self.requests - start, partial, unfollowed)
