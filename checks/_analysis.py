@@ -426,6 +426,21 @@ def _overlap(rng: IpRange, ranges: Iterable[IpRange]) -> int:
     return total
 
 
+def range_width_severity(rng: IpRange) -> Severity:
+    """Wider ranges exempt more of the Internet: an IPv4 /8 (IPv6 /32) or wider is critical."""
+    critical, high = (8, 16) if rng.family == 4 else (32, 48)
+    if rng.prefix_len <= critical:
+        return Severity.CRITICAL
+    if rng.prefix_len <= high:
+        return Severity.HIGH
+    return Severity.MEDIUM
+
+
+def user_documented(profile: GatewayProfile) -> bool:
+    """A profile the user supplied (--gateway-file): the addresses it lists are theirs to vouch for."""
+    return not profile.origin.startswith("builtin:")
+
+
 def width_severity(addresses: int, family: int = 4) -> Severity:
     """How bad it is to trust ``addresses`` extra addresses: more than half a /8 (IPv6 /32)
     is critical, more than half a /16 (IPv6 /48) high, anything smaller medium."""
@@ -448,8 +463,7 @@ def smart_host_owner(host: str, gateway: GatewayContext) -> GatewayProfile | Non
 
 def vouched_for(profile: GatewayProfile | None, gateway: GatewayContext) -> bool:
     """The active gateway's, or the user's own profile file's (theirs to vouch for)."""
-    return profile is not None and (gateway.is_active(profile)
-                                    or not profile.origin.startswith("builtin:"))
+    return profile is not None and (gateway.is_active(profile) or user_documented(profile))
 
 
 def gateway_ranges(gateway: GatewayContext) -> list[str]:

@@ -32,11 +32,12 @@ from ._analysis import (
     filter_bypass,
     lockdown_command,
     predicate_names,
+    range_width_severity,
     rule_in_force,
     rule_lock,
     smart_host_owner,
+    user_documented,
 )
-from .policies import _width_severity
 
 MS_THIRD_PARTY = Reference(
     "Microsoft: Manage mail flow using a third-party cloud service with Exchange Online",
@@ -121,11 +122,6 @@ def names_gateway(conn: InboundConnector, gateway: GatewayContext) -> bool:
         return True
     return any(rng is not None and gateway.covers(rng)
                for rng in map(_parse_range, conn.SenderIPAddresses))
-
-
-def _user_documented(profile: GatewayProfile) -> bool:
-    """A profile the user supplied (--gateway-file): the addresses it lists are theirs to vouch for."""
-    return not profile.origin.startswith("builtin:")
 
 
 @check(
@@ -473,19 +469,19 @@ def _sender_range_result(ctx: CheckContext, conn: InboundConnector, text: str,
                       f"sender IP entry {text!r} could not be read as an address or range; check "
                       "it in the admin centre", entry, severity=Severity.MEDIUM, key=key)
     owner = ctx.gateway.owner(rng)
-    if ctx.gateway.covers(rng) or (owner is not None and _user_documented(owner)):
+    if ctx.gateway.covers(rng) or (owner is not None and user_documented(owner)):
         return None
     if owner is not None and owner.deployment == "exchange-online":
         status, severity = Status.FAIL, Severity.CRITICAL
         message = (f"{text} is Exchange Online's own sending range: every Microsoft 365 tenant "
                    "connects from it, so any of them can deliver mail this connector accepts")
     elif owner is not None:
-        status, severity = Status.FAIL, _worst(Severity.HIGH, _width_severity(rng))
+        status, severity = Status.FAIL, _worst(Severity.HIGH, range_width_severity(rng))
         message = (f"{text} belongs to {owner.name}, not the gateway in use ({ctx.gateway.names}): "
                    f"a former gateway's range or a sign of tampering; every {owner.vendor} "
                    "customer can connect from it")
     else:
-        severity = _width_severity(rng)
+        severity = range_width_severity(rng)
         message = (f"{text} (/{rng.prefix_len}, {rng.size} addresses) belongs to no known gateway "
                    "and is not in your profile file")
         if locks_by_ip:
@@ -640,7 +636,7 @@ def _skip_ip_problem(ctx: CheckContext, conn: InboundConnector,
         return (Status.WARN, Severity.MEDIUM,
                 f"EFSkipIPs entry {text!r} could not be read as an address or range", ref, fix)
     owner = ctx.gateway.owner(rng)
-    if ctx.gateway.covers(rng) or (owner is not None and _user_documented(owner)):
+    if ctx.gateway.covers(rng) or (owner is not None and user_documented(owner)):
         return None
     if PRIVATE_RANGES.covers(rng):
         return (Status.WARN, Severity.LOW,
@@ -750,7 +746,7 @@ def _outbound_result(ctx: CheckContext, conn: OutboundConnector, rules: tuple[Tr
                       conn.ref("UseMXRecord"), conn.ref("RecipientDomains"), key=key)
     owners = {h: smart_host_owner(h, ctx.gateway) for h in conn.SmartHosts}
     strangers = [h for h, o in owners.items()
-                 if not (ctx.gateway.is_active(o) or (o is not None and _user_documented(o)))]
+                 if not (ctx.gateway.is_active(o) or (o is not None and user_documented(o)))]
     archives = [h for h in strangers if ctx.gateway.is_active(ctx.gateway.archive_owner(h))]
     if archives and archives == strangers:
         return result(Status.PASS, resource,
@@ -996,7 +992,7 @@ def connector_sources(ctx: CheckContext, conn: InboundConnector, accepted: list[
             foreign.append((f"{text} (unreadable)", conn.ref_item("SenderIPAddresses", text)))
         elif PRIVATE_RANGES.covers(rng):
             own.append(f"{text} (private)")
-        elif owner is not None and _user_documented(owner) and not ctx.gateway.is_active(owner):
+        elif owner is not None and user_documented(owner) and not ctx.gateway.is_active(owner):
             own.append(f"{text} (your profile file)")
         elif ctx.gateway.covers(rng):
             gateway.append(text)

@@ -33,6 +33,8 @@ from auditor.models import (
 from auditor.netutil import IpRange
 from auditor.values import address_domain, sender_domain_entry, smtp_address
 
+from ._analysis import range_width_severity
+
 MS_CONNECTION_FILTER = Reference(
     "Microsoft: Configure connection filtering",
     "https://learn.microsoft.com/en-us/defender-office-365/connection-filter-policies-configure",
@@ -41,16 +43,6 @@ MS_EFC = Reference(
     "Microsoft: Enhanced Filtering for Connectors",
     "https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/use-connectors-to-configure-mail-flow/enhanced-filtering-for-connectors",
 )
-
-
-def _width_severity(rng: IpRange) -> Severity:
-    """Wider ranges exempt more of the Internet: an IPv4 /8 (IPv6 /32) or wider is critical."""
-    critical, high = (8, 16) if rng.family == 4 else (32, 48)
-    if rng.prefix_len <= critical:
-        return Severity.CRITICAL
-    if rng.prefix_len <= high:
-        return Severity.HIGH
-    return Severity.MEDIUM
 
 
 @check(
@@ -113,7 +105,7 @@ def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
                 yield result(Status.FAIL, f"{resource}: {text}",
                              f"{text} belongs to {owner.name}, not the gateway in use ({active}); "
                              "a stale entry from a former gateway, or a sign of tampering",
-                             entry, severity=max(Severity.HIGH, _width_severity(rng),
+                             entry, severity=max(Severity.HIGH, range_width_severity(rng),
                                                  key=lambda s: s.rank), key=f"{name}:{text}",
                              fix=fix)
             else:
@@ -121,7 +113,7 @@ def connection_filter_allow_list(ctx: CheckContext) -> Iterator[Result]:
                              f"{text} (/{rng.prefix_len}, "
                              f"{rng.size} addresses) belongs to no known gateway: mail from it "
                              "skips spam filtering and sender authentication",
-                             entry, severity=_width_severity(rng), key=f"{name}:{text}", fix=fix)
+                             entry, severity=range_width_severity(rng), key=f"{name}:{text}", fix=fix)
         if not bad:
             if policy.IPAllowList:
                 message = (f"every allow-list entry is {ctx.gateway.names}'s published range "
