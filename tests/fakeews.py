@@ -23,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+
+from tests.loopback import LoopbackServer
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 MNS = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -92,7 +94,7 @@ def strings(tag: str, values: list[str]) -> str:
     return f"<t:{tag}>" + "".join(f"<t:String>{escape(v)}</t:String>" for v in values) + f"</t:{tag}>"
 
 
-class FakeEws:
+class FakeEws(LoopbackServer):
     """``with FakeEws(mailboxes, accept=...) as ews:`` then point the collector at ``ews.url``."""
 
     def __init__(self, mailboxes: dict[str, MailboxData], *,
@@ -104,21 +106,11 @@ class FakeEws:
         self.requests: list[Recorded] = []
         self.revoked: set[str] = set()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/EWS/Exchange.asmx"
-
-    def __enter__(self) -> FakeEws:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base_url}/EWS/Exchange.asmx"
 
     def operations(self, name: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if name is None or r.operation == name]

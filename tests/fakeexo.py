@@ -31,12 +31,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from auditor.psjson import decode
+from tests.loopback import LoopbackServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "contoso"
@@ -121,7 +122,7 @@ class Recorded:
     body: bytes
 
 
-class FakeExo:
+class FakeExo(LoopbackServer):
     """``with FakeExo(secret="...") as fake:`` then point the client at ``fake.url``."""
 
     def __init__(self, *, secret: str | None = None, certificate_der: bytes | None = None,
@@ -153,23 +154,11 @@ class FakeExo:
         self.device_code: str | None = None
         self._polls = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeExo:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.base_url
 
     def expire_tokens(self) -> None:
         """Every access token issued so far stops working (as at expiry)."""

@@ -22,10 +22,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.loopback import LoopbackServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "contoso"
@@ -81,7 +83,7 @@ class Fault:
         return cls(status=0, delay=seconds)  # status 0: answer normally after the delay
 
 
-class FakeGraph:
+class FakeGraph(LoopbackServer):
     """``with FakeGraph(secret="...") as fake:``; authority and Graph base URL are ``fake.url``."""
 
     def __init__(self, *, secret: str, data: dict[str, list[Any]] | None = None,
@@ -97,22 +99,11 @@ class FakeGraph:
         self.valid: set[str] = set()
         self.token_requests = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeGraph:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.base_url
 
     def expire_tokens(self) -> None:
         with self._lock:
