@@ -76,6 +76,13 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     EvidenceSpec("Get-InboxRule", models.InboxRule),
     EvidenceSpec("Get-ManagementRoleAssignment", models.ManagementRoleAssignment),
     EvidenceSpec("Get-ApplicationAccessPolicy", models.ApplicationAccessPolicy),
+    EvidenceSpec("Get-ArcConfig", models.ArcConfig, single=True),
+    EvidenceSpec("Get-PhishSimOverridePolicy", models.PhishSimOverridePolicy),
+    EvidenceSpec("Get-ExoPhishSimOverrideRule", models.PhishSimOverrideRule),
+    EvidenceSpec("Get-SecOpsOverridePolicy", models.SecOpsOverridePolicy),
+    EvidenceSpec("Get-ExoSecOpsOverrideRule", models.SecOpsOverrideRule),
+    EvidenceSpec("Get-AdminAuditLogConfig", models.AdminAuditLogConfig, single=True),
+    EvidenceSpec("Get-MailboxAuditBypassAssociation", models.MailboxAuditBypassAssociation),
     # Microsoft Graph (auditor/graph.py): REST bodies, {"value": [...]}, one file per key.
     EvidenceSpec("Graph-ServicePrincipals", models.GraphServicePrincipal, folder=GRAPH_DIR),
     EvidenceSpec("Graph-Applications", models.GraphApplication, folder=GRAPH_DIR),

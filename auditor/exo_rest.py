@@ -47,7 +47,7 @@ INBOX_RULES = "Get-InboxRule"
 MAILBOXES = "Get-Mailbox"
 # Cmdlets documented with -ResultSize: without it they stop at their default (1000 for mailboxes).
 RESULT_SIZE_UNLIMITED = frozenset({"Get-TransportRule", "Get-OutboundConnector", "Get-Mailbox",
-                                   "Get-InboxRule"})
+                                   "Get-InboxRule", "Get-MailboxAuditBypassAssociation"})
 REQUIRED_GRANTS = ("the application permission Exchange.ManageAsApp (with admin consent) and a "
                    "directory role on the app's service principal: Global Reader, or Security "
                    "Reader for the protection cmdlets")

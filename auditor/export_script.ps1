@@ -59,6 +59,13 @@ $Items = @(
     @{ File = 'Get-InboxRule'; Cmdlet = 'Get-InboxRule'; Parameters = @{ ResultSize = 'Unlimited' }; PerMailbox = $true }
     @{ File = 'Get-ManagementRoleAssignment'; Cmdlet = 'Get-ManagementRoleAssignment'; Parameters = @{} }
     @{ File = 'Get-ApplicationAccessPolicy'; Cmdlet = 'Get-ApplicationAccessPolicy'; Parameters = @{} }
+    @{ File = 'Get-ArcConfig'; Cmdlet = 'Get-ArcConfig'; Parameters = @{} }
+    @{ File = 'Get-PhishSimOverridePolicy'; Cmdlet = 'Get-PhishSimOverridePolicy'; Parameters = @{} }
+    @{ File = 'Get-ExoPhishSimOverrideRule'; Cmdlet = 'Get-ExoPhishSimOverrideRule'; Parameters = @{} }
+    @{ File = 'Get-SecOpsOverridePolicy'; Cmdlet = 'Get-SecOpsOverridePolicy'; Parameters = @{} }
+    @{ File = 'Get-ExoSecOpsOverrideRule'; Cmdlet = 'Get-ExoSecOpsOverrideRule'; Parameters = @{} }
+    @{ File = 'Get-AdminAuditLogConfig'; Cmdlet = 'Get-AdminAuditLogConfig'; Parameters = @{} }
+    @{ File = 'Get-MailboxAuditBypassAssociation'; Cmdlet = 'Get-MailboxAuditBypassAssociation'; Parameters = @{ ResultSize = 'Unlimited' } }
 )
 
 function ConvertTo-ExportObject {

@@ -443,6 +443,70 @@ class ApplicationAccessPolicy(ExoObject):
     Description: str | None = prop()
 
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArcConfig(ExoObject):
+    CMDLET: ClassVar[str] = "Get-ArcConfig"
+    Identity: str | None = prop()
+    ArcTrustedSealers: tuple[str, ...] = multi()  # one comma-separated string as the cmdlet shows it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhishSimOverridePolicy(ExoObject):
+    CMDLET: ClassVar[str] = "Get-PhishSimOverridePolicy"
+    Name: str | None = prop()
+    Identity: str | None = prop()
+    Enabled: bool | None = prop()
+    WhenChanged: datetime | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhishSimOverrideRule(ExoObject):
+    CMDLET: ClassVar[str] = "Get-ExoPhishSimOverrideRule"
+    Name: str | None = prop()
+    Identity: str | None = prop()
+    Policy: str | None = prop()
+    Domains: tuple[str, ...] = multi(SPLIT)
+    SenderIpRanges: tuple[str, ...] = multi(SPLIT)
+    WhenChanged: datetime | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecOpsOverridePolicy(ExoObject):
+    CMDLET: ClassVar[str] = "Get-SecOpsOverridePolicy"
+    Name: str | None = prop()
+    Identity: str | None = prop()
+    Enabled: bool | None = prop()
+    SentTo: tuple[str, ...] = multi(SPLIT)
+    WhenChanged: datetime | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecOpsOverrideRule(ExoObject):
+    CMDLET: ClassVar[str] = "Get-ExoSecOpsOverrideRule"
+    Name: str | None = prop()
+    Identity: str | None = prop()
+    Policy: str | None = prop()
+    WhenChanged: datetime | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminAuditLogConfig(ExoObject):
+    CMDLET: ClassVar[str] = "Get-AdminAuditLogConfig"
+    Identity: str | None = prop()
+    UnifiedAuditLogIngestionEnabled: bool | None = prop()
+    AdminAuditLogEnabled: bool | None = prop()
+    WhenChanged: datetime | None = prop()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxAuditBypassAssociation(ExoObject):
+    CMDLET: ClassVar[str] = "Get-MailboxAuditBypassAssociation"
+    Name: str | None = prop()
+    Identity: str | None = prop()
+    AuditBypassEnabled: bool | None = prop()
+    WhenChanged: datetime | None = prop()
+
 # --- Microsoft Graph (folder graph/): property names as Graph spells them --------------------
 
 CERTIFICATE = "certificate"
