@@ -3,7 +3,21 @@
 Each module lists its checks in ``CHECKS``; this tuple is their union, in catalog order.
 """
 
-from . import apps, connectors, dns, gateway, mail, mailboxes, organization, policies, transport_rules
+from . import (
+    apps,
+    arc,
+    changes,
+    connectors,
+    dkim,
+    dns,
+    gateway,
+    mail,
+    mailboxes,
+    organization,
+    policies,
+    probe,
+    transport_rules,
+)
 
 BUILTIN_CHECKS = (
     *connectors.CHECKS,
@@ -15,4 +29,8 @@ BUILTIN_CHECKS = (
     *gateway.CHECKS,
     *apps.CHECKS,
     *mail.CHECKS,
+    *dkim.CHECKS,
+    *arc.CHECKS,
+    *changes.CHECKS,
+    *probe.CHECKS,
 )
