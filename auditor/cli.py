@@ -131,7 +131,8 @@ def _dns(snapshot: Snapshot, *, no_dns: bool, nameservers: tuple[str, ...],
                  for s in p.dkim_selectors]
     click.echo(f"collecting DNS for {len(wanted)} domain(s) via "
                f"{', '.join(str(s) for s in servers)}", err=True)
-    recorded = asyncio.run(collect_with_policies(wanted, resolver, selectors, timeout))
+    recorded = asyncio.run(collect_with_policies(wanted, resolver, selectors, timeout,
+                                                 signing_cnames=True))
     click.echo(f"  {resolver.sent} DNS queries sent", err=True)
     return with_dns(snapshot, recorded)
 
@@ -360,6 +361,91 @@ def _progress_bar() -> Callable[[int, int], None]:
         sys.stderr.flush()
 
     return show
+
+
+EXIT_UNAUTHORIZED = 2  # `probe` without --i-am-authorized
+
+
+@cli.command()
+@click.option("--domain", metavar="DOMAIN", help="Accepted domain to probe [default: --rcpt's domain].")
+@click.option("--rcpt", required=True, metavar="ADDRESS",
+              help="A dedicated test mailbox in the domain (RCPT TO).")
+@click.option("--mail-from", required=True, metavar="ADDRESS",
+              help="MAIL FROM: an address in a domain you control (one of the tenant's own domains "
+              "tests Direct Send instead).")
+@click.option("--helo", metavar="NAME", help="Name given in EHLO [default: --mail-from's domain].")
+@click.option("--host", "host_port", metavar="HOST[:PORT]",
+              help="Connect here instead of <domain with dashes>.mail.protection.outlook.com:25 "
+              "(needed for a domain with a dash, or one served at *.mx.microsoft).")
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Trust this CA bundle (PEM) for STARTTLS instead of the system's (a test "
+              "server); the host name is checked either way.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=300), default=30.0, show_default=True,
+              help="Seconds to wait for each reply (the whole run: four times as long).")
+@click.option("--send-canary", is_flag=True,
+              help="Go past DATA: send one plain, labelled message to --rcpt if it was accepted "
+              "(your own tenant only).")
+@click.option("--i-am-authorized", "authorized", is_flag=True,
+              help="Confirm that you administer the tenant or have written permission to test it.")
+@click.option("--snapshot", type=click.Path(path_type=Path, file_okay=False),
+              help="Add the transcript to this snapshot folder (its manifest is re-hashed).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the transcript to this new file (e.g. EXPORT_DIR/Probe-SMTP.json).")
+def probe(domain: str | None, rcpt: str, mail_from: str, helo: str | None, host_port: str | None,
+          ca_file: Path | None, timeout: float, send_canary: bool, authorized: bool,
+          snapshot: Path | None, out: Path | None) -> None:
+    """Ask the tenant's Exchange Online endpoint over SMTP whether it accepts mail that did not
+    come through the gateway. One connection; stops before DATA unless --send-canary. Exit 0
+    locked, 1 exposed or a Direct Send block only, 2 inconclusive or not authorized."""
+    import ssl
+
+    from . import probe as probing
+
+    if not authorized:
+        what = "--send-canary delivers a message, and the probe" if send_canary else "the probe"
+        click.echo(f"mailflow-audit: error: {what} connects to the tenant's mail endpoint: run it "
+                   "only against a tenant you administer or have written permission to test, and "
+                   "say so with --i-am-authorized", err=True)
+        sys.exit(EXIT_UNAUTHORIZED)
+    if (snapshot is None) == (out is None):
+        raise click.UsageError("give --snapshot SNAPSHOT or --out FILE: where the transcript is kept")
+    if out is not None and out.exists():
+        raise InputError(f"{out}: already exists; choose a new file")
+    if snapshot is not None:
+        probing.check_snapshot(snapshot)
+    recipient = probing.check_address(rcpt, "--rcpt")
+    sender = probing.check_address(mail_from, "--mail-from")
+    name = probing.check_domain(domain, "--domain") if domain else recipient.rpartition("@")[2]
+    host, port = (probing.parse_host(host_port) if host_port
+                  else (probing.endpoint_for(name), probing.SMTP_PORT))
+    request = probing.ProbeRequest(
+        domain=name, recipient=recipient, mail_from=sender,
+        helo=probing.check_helo(helo) if helo else sender.rpartition("@")[2], host=host, port=port,
+        send_canary=send_canary, tls=ssl.create_default_context(cafile=ca_file) if ca_file else None,
+        step_timeout=timeout, total_timeout=timeout * 4)
+    click.echo(f"probing {host}:{port} as {request.helo}: MAIL FROM:<{sender}> RCPT TO:<{recipient}>, "
+               + ("then one canary message" if send_canary else "stopping before DATA"), err=True)
+    record = asyncio.run(probing.run_probe(request))
+    if snapshot is not None:
+        probing.add_to_snapshot(snapshot, record)
+    else:
+        assert out is not None
+        out.write_bytes(probing.encode([record]))
+    for line in probing.transcript_lines(record):
+        click.echo(f"  {_terminal_safe(line)}", err=True)
+    click.echo(f"transcript written to {snapshot or out}", err=True)
+    if snapshot is None:
+        status, text = probing.summary(record)
+    else:
+        registry = _registry()
+        wanted = Registry(tuple(c for c in registry.checks if c.id in ("PROBE-001", "CONN-001")))
+        report = run_audit(open_source(snapshot), wanted)
+        verdicts = [f for f in report.findings if f.check_id == "PROBE-001"]
+        found = [f for f in verdicts if f.resource == f"SMTP probe to {name}"] or verdicts
+        status = found[0].status.value if found else "not_evaluated"
+        text = "; ".join(f"{f.status.value} {f.resource}: {f.message}" for f in found)
+    click.echo(f"PROBE-001 {_terminal_safe(text)}")
+    sys.exit({"pass": 0, "fail": EXIT_FINDINGS, "warn": EXIT_FINDINGS}.get(status, EXIT_INCOMPLETE))
 
 
 @cli.group()

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import httpx
 
+from .auditlog import AUDIT_KEY, collect_audit_log, not_collected
 from .cli import EXIT_INCOMPLETE, _dns, _terminal_safe, dns_options
 from .errors import InputError
 from .evidence import State
@@ -38,7 +39,18 @@ from .exo_rest import (
     RetryPolicy,
 )
 from .graph import GRAPH_API, GRAPH_SCOPE, GraphClient, graph_plan
-from .mailbox import EWS_URL, HEADERS_KEY, RULES_KEY, MailboxCollector, MailboxPolicy, mailbox_addresses
+from .graph_mailbox import GraphMailboxCollector
+from .mailbox import (
+    API_NAMES,
+    EWS_URL,
+    GRAPH,
+    HEADERS_KEY,
+    RULES_KEY,
+    MailboxCollector,
+    MailboxPolicy,
+    collect_mailbox_evidence,
+    mailbox_addresses,
+)
 from .oauth import (
     DEFAULT_AUTHORITY,
     EXO_SCOPE,
@@ -52,7 +64,9 @@ from .oauth import (
 from .snapshot import EXPORT_MANIFEST, import_export_folder, write_snapshot
 
 EXPORT_SCRIPT = "export_script.ps1"
-# The admin API items (exo/); mailbox/ items are read over EWS by auditor.mailbox.
+ORGANIZATION_CONFIG = "Get-OrganizationConfig"  # EwsEnabled / EwsAllowedAppIDs: may EWS be used?
+# The admin API items (exo/); mailbox/ items are read over EWS (auditor.mailbox) or Microsoft
+# Graph (auditor.graph_mailbox).
 
 
 class TerminalProgress(Progress):
@@ -103,11 +117,12 @@ def _line(result: CmdletResult) -> str:
 
 def _source(result: CmdletResult) -> str:
     """How the manifest names an item's origin: the admin API call that produced it."""
-    if result.key in graph_plan():
+    if result.key in graph_plan() or result.key == AUDIT_KEY:
         return result.cmdlet  # the Graph request, as GraphClient names it
     parameters = " ".join(f"-{k} {v}" for k, v in _plan_parameters(result.key).items())
     if result.key in (RULES_KEY, HEADERS_KEY):
-        return f"{result.cmdlet} (mailbox evidence over EWS)"
+        api = GRAPH if result.cmdlet.startswith(API_NAMES[GRAPH]) else "ews"
+        return f"{result.cmdlet} (mailbox evidence over {API_NAMES[api]})"
     if result.cmdlet == INBOX_RULES:
         parameters = f"-Mailbox <each mailbox Get-Mailbox listed> {parameters}"
     return f"admin API InvokeCommand {result.cmdlet}{' ' + parameters if parameters else ''}"
@@ -147,9 +162,11 @@ async def _collect(credential: Credential, tenant: str, admin_api: str, policy: 
                    progress: TerminalProgress, mailbox_policy: MailboxPolicy,
                    ews_url: str, graph: Credential | None = None,
                    graph_api: str = GRAPH_API,
-                   batch_size: int = BATCH_SIZE) -> tuple[str, list[CmdletResult]]:
+                   batch_size: int = BATCH_SIZE, mailbox_api: str = "auto",
+                   mailbox_graph: Credential | None = None) -> tuple[str, list[CmdletResult]]:
     """Sign in first (fail fast on credentials), then collect every item; mailbox evidence
-    last, for the mailboxes Get-Mailbox listed."""
+    last, for the mailboxes Get-Mailbox listed, over EWS or Microsoft Graph (``mailbox_api``;
+    ``mailbox_graph`` signs in to Graph for it), saying which and why."""
     async with httpx.AsyncClient(timeout=policy.timeout) as http:
         token = await credential.token(http)
         client = ExoClient(tenant, credential, http, base_url=admin_api, policy=policy)
@@ -161,8 +178,16 @@ async def _collect(credential: Credential, tenant: str, admin_api: str, policy: 
         if client.batch_refused:
             click.echo(f"note: {client.batch_refused}", err=True)
         listed = next((r.body for r in results if r.key == MAILBOXES), None)
-        results += await MailboxCollector(credential, http, ews_url=ews_url, policy=mailbox_policy
-                                          ).collect(mailbox_addresses(listed))
+        org_config = next((r.body for r in results if r.key == ORGANIZATION_CONFIG), None)
+        ews = MailboxCollector(credential, http, ews_url=ews_url, policy=mailbox_policy)
+        over_graph = (GraphMailboxCollector(mailbox_graph, http, base_url=graph_api, policy=mailbox_policy)
+                      if mailbox_graph is not None else None)
+        choice, found = await collect_mailbox_evidence(mailbox_api, ews, over_graph,
+                                                       mailbox_addresses(listed), org_config,
+                                                       credential.client_id)
+        if choice is not None:
+            click.echo(choice.line, err=True)
+        results += found
         if graph is None:  # the app inventory (APP-*), with its own Graph-scoped token
             results += [CmdletResult(key, "Microsoft Graph", State.MISSING,
                                      reason="not collected (--no-graph)") for key in graph_plan()]
@@ -211,9 +236,16 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
 @click.option("--no-inbox-rules", is_flag=True,
               help="Skip Get-InboxRule (one request per mailbox); the item is marked missing.")
 @click.option("--mailboxes/--no-mailboxes", default=False, show_default=True,
-              help="Read inbox rules and the transport headers of recent inbox messages over EWS "
-                   "(needs full_access_as_app; for MBX-002 and MAIL-001). Off: the items are "
-                   "marked missing.")
+              help="Read inbox rules and the transport headers of recent inbox messages (for MBX-002 "
+                   "and MAIL-001) over EWS or Microsoft Graph (see --mailbox-api). Off: the items "
+                   "are marked missing.")
+@click.option("--mailbox-api", type=click.Choice(["auto", "ews", "graph"]), default="auto",
+              show_default=True,
+              help="How to read mailboxes: ews (needs full_access_as_app, and EWS allowed for the "
+                   "app: Exchange Online blocks EWS from October 2026 and switches it off in April "
+                   "2027), graph (needs the Graph application permissions MailboxSettings.Read and "
+                   "Mail.Read; hidden inbox rules are not visible to it) or auto: EWS where the "
+                   "tenant allows it, else Graph.")
 @click.option("--mailbox-sample", type=click.IntRange(min=1), metavar="N",
               help="Read only N mailboxes (the same N on every run) [default: all].")
 @click.option("--messages-per-mailbox", type=click.IntRange(0, 1000), default=20, show_default=True,
@@ -231,15 +263,22 @@ def export_manifest(results: Sequence[CmdletResult], *, collected_at: datetime, 
               help="Skip the Microsoft Graph app inventory (needs Application.Read.All; for "
                    "APP-001 and APP-002); its items are marked missing.")
 @click.option("--graph-api", default=GRAPH_API, show_default=True, help="Microsoft Graph host.")
+@click.option("--audit-days", type=click.IntRange(1, 180), default=30, show_default=True, metavar="DAYS",
+              help="Days of the unified audit log searched for Exchange admin operations, through "
+                   "Microsoft Graph (needs AuditLogsQuery-Exchange.Read.All; for CHG-001: who "
+                   "changed it).")
+@click.option("--no-audit-log", is_flag=True,
+              help="Skip the audit log search; the item is marked missing (so it is with --no-graph).")
 @click.option("--backoff", type=click.FloatRange(0, 60), default=2.0, hidden=True)
 @click.option("--fail-on-incomplete", is_flag=True,
               help="Exit 2 when an item was not fully collected (partial, denied, error, missing).")
 @dns_options
 def collect(tenant: str, client_id: str, certificate: Path | None, certificate_password: str | None,
             client_secret: str | None, device_code: bool, out: Path, concurrency: int, batch_size: int,
-            no_inbox_rules: bool, mailboxes: bool, mailbox_sample: int | None,
+            no_inbox_rules: bool, mailboxes: bool, mailbox_api: str, mailbox_sample: int | None,
             messages_per_mailbox: int, ews_url: str, max_pages: int, timeout: float, authority_host: str,
-            admin_api: str, no_graph: bool, graph_api: str, backoff: float,
+            admin_api: str, no_graph: bool, graph_api: str, audit_days: int, no_audit_log: bool,
+            backoff: float,
             fail_on_incomplete: bool, no_dns: bool,
             nameservers: tuple[str, ...], domains: tuple[str, ...], dns_timeout: float) -> None:
     """Collect the tenant's evidence live (read-only Get-* cmdlets) into a snapshot."""
@@ -251,19 +290,29 @@ def collect(tenant: str, client_id: str, certificate: Path | None, certificate_p
         tenant, client_id, certificate, certificate_password, client_secret, device_code,
         authority_host, backoff, scope=GRAPH_SCOPE)
     graph_api = check_endpoint(graph_api, "--graph-api")
+    mailbox_graph = graph or (_credential(
+        tenant, client_id, certificate, certificate_password, client_secret, device_code,
+        authority_host, backoff, scope=GRAPH_SCOPE) if mailboxes and mailbox_api != "ews" else None)
     policy = RetryPolicy(backoff=backoff, timeout=timeout, max_pages=max_pages)
     ews_url = check_endpoint(ews_url, "--ews-url")
     mailbox_policy = MailboxPolicy(concurrency=concurrency, mailbox_sample=mailbox_sample,
                                    messages_per_mailbox=messages_per_mailbox, rules=mailboxes,
                                    headers=mailboxes and messages_per_mailbox > 0,
-                                   backoff=backoff, timeout=timeout)
+                                   backoff=backoff, timeout=timeout, max_pages=max_pages)
     progress = TerminalProgress(len(PLAN), live=sys.stderr.isatty())
     collected_at = datetime.now(UTC)
     click.echo(f"collecting {len(PLAN)} evidence items from {admin_api} "
                f"({credential.kind}, {concurrency} in flight)", err=True)
     tenant_id, results = asyncio.run(_collect(credential, tenant, admin_api, policy, PLAN,
                                               concurrency, not no_inbox_rules, progress,
-                                              mailbox_policy, ews_url, graph, graph_api, batch_size))
+                                              mailbox_policy, ews_url, graph, graph_api, batch_size,
+                                              mailbox_api, mailbox_graph))
+    if no_audit_log or graph is None:
+        results.append(not_collected("not collected (--no-audit-log)" if no_audit_log else
+                                     "not collected (--no-graph): it is read through Microsoft Graph"))
+    else:
+        results.append(asyncio.run(collect_audit_log(graph, graph_api=graph_api, policy=policy,
+                                                     days=audit_days, now=collected_at)))
     if not progress.live:
         for result in results[len(PLAN):]:
             click.echo(_line(result), err=True)

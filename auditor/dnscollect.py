@@ -75,8 +75,13 @@ class PolicyFetching:
 
 
 async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Iterable[str] = (),
-                         policies: PolicyFetching | None = None) -> DomainDns | None:
-    """Every answer needed to judge one domain, or None for a name that cannot be a file."""
+                         policies: PolicyFetching | None = None,
+                         signing_cnames: bool = False) -> DomainDns | None:
+    """Every answer needed to judge one domain, or None for a name that cannot be a file.
+
+    ``signing_cnames``: also ask Microsoft's selectors as CNAME, for a tenant's own domains
+    (DKIM-001 compares the alias target with Get-DkimSigningConfig): the TXT lookup follows
+    the alias and keeps only the name asked, not where it points."""
     name = normalise_name(domain)
     path = dns_path(name)
     if path is None:
@@ -98,6 +103,8 @@ async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Ite
         DnsQuery.of(f"_smtp._tls.{name}", "TXT"),
         *(DnsQuery.of(f"{s}._domainkey.{name}", "TXT")
           for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *dkim_selectors])),
+        *(DnsQuery.of(f"{s}._domainkey.{name}", "CNAME")
+          for s in MICROSOFT_DKIM_SELECTORS if signing_cnames),
     ])
     policy = None
     if policies is not None and sts.status is DnsStatus.OK and any(
@@ -114,11 +121,13 @@ async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Ite
 async def collect(domains: Iterable[str], resolver: Resolver, *,
                   dkim_selectors: Iterable[str] = (),
                   progress: Callable[[int, int], None] | None = None,
-                  policies: PolicyFetching | None = None) -> list[DomainDns]:
+                  policies: PolicyFetching | None = None,
+                  signing_cnames: bool = False) -> list[DomainDns]:
     """Collect many domains at once; lookups shared between them are asked once.
 
     ``progress(done, total)`` is called as each domain completes; ``policies`` says how to
-    fetch MTA-STS policy files (not fetched when None).
+    fetch MTA-STS policy files (not fetched when None); ``signing_cnames`` is for a tenant's
+    own domains (see ``collect_domain``), not for a bulk list of domains.
     """
     selectors = [s for s in dkim_selectors if not any(c in s for c in "*?[")]
     unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
@@ -126,7 +135,8 @@ async def collect(domains: Iterable[str], resolver: Resolver, *,
 
     async def one(name: str) -> DomainDns | None:
         nonlocal done
-        found = await collect_domain(name, resolver, dkim_selectors=selectors, policies=policies)
+        found = await collect_domain(name, resolver, dkim_selectors=selectors, policies=policies,
+                                     signing_cnames=signing_cnames)
         done += 1
         if progress is not None:
             progress(done, len(unique))
@@ -139,8 +149,8 @@ async def collect(domains: Iterable[str], resolver: Resolver, *,
 async def collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str],
                                 timeout: float,
                                 progress: Callable[[int, int], None] | None = None,
-                                ) -> list[DomainDns]:
+                                *, signing_cnames: bool = False) -> list[DomainDns]:
     """Collect DNS evidence and the MTA-STS policy files (HTTPS, certificates verified)."""
     async with httpx.AsyncClient(timeout=timeout, verify=True, trust_env=False) as client:
         return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
-                             policies=PolicyFetching(client))
+                             policies=PolicyFetching(client), signing_cnames=signing_cnames)

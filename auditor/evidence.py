@@ -92,6 +92,8 @@ CATALOG: tuple[EvidenceSpec, ...] = (
     # Mailbox contents over EWS (auditor/mailbox.py): {"mailboxes": [...], "value": [...]}.
     EvidenceSpec("Mailbox-InboxRules", models.InboxRule, folder=MAILBOX_DIR),
     EvidenceSpec("Mailbox-MessageHeaders", models.MessageHeaders, folder=MAILBOX_DIR),
+    EvidenceSpec("Search-UnifiedAuditLog", models.UnifiedAuditRecord, folder="audit"),  # auditor/auditlog.py
+    EvidenceSpec("Probe-SMTP", models.ProbeTranscript, folder="probe"),  # mailflow-audit probe
 )
 SPECS: Mapping[str, EvidenceSpec] = {spec.key: spec for spec in CATALOG}
 EXO_SPECS = tuple(spec for spec in CATALOG if spec.folder == EXO_DIR)  # what the admin API serves

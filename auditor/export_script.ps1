@@ -4,7 +4,8 @@
 
 .DESCRIPTION
     Run this after Connect-ExchangeOnline (ExchangeOnlineManagement v3), in Windows PowerShell
-    5.1 or PowerShell 7. It runs read-only Get-* cmdlets only and changes nothing in the tenant.
+    5.1 or PowerShell 7. It runs read-only Get-* cmdlets and one audit log search
+    (Search-UnifiedAuditLog) only, and changes nothing in the tenant.
 
     It writes one <Cmdlet>.json file per cmdlet (ConvertTo-Json -Depth 10, UTF-8 without a byte
     order mark) and export.json: when and where it ran, the module version, and for every
@@ -22,6 +23,11 @@
 .PARAMETER SkipInboxRules
     Do not read every mailbox's inbox rules (one Get-InboxRule call per mailbox).
 
+.PARAMETER AuditDays
+    Days of the unified audit log to search for Exchange admin operations (who changed a
+    connector, rule or policy, when and from where), written to Search-UnifiedAuditLog.json.
+    Default 30; 0 skips the search. Needs the View-Only Audit Logs or Audit Logs role.
+
 .EXAMPLE
     Connect-ExchangeOnline -UserPrincipalName admin@contoso.com
     .\Export-MailflowEvidence.ps1 -OutputFolder .\contoso-export
@@ -29,7 +35,8 @@
 [CmdletBinding()]
 param(
     [string] $OutputFolder = (Join-Path -Path (Get-Location).Path -ChildPath ('mailflow-export-' + (Get-Date -Format 'yyyyMMdd-HHmmss'))),
-    [switch] $SkipInboxRules
+    [switch] $SkipInboxRules,
+    [ValidateRange(0, 180)] [int] $AuditDays = 30
 )
 
 $ErrorActionPreference = 'Stop'
@@ -204,6 +211,66 @@ foreach ($item in $Items) {
     Write-Host ('  {0,-8} {1}: {2}' -f $entry.status, $item.File, $(if ($entry.error) { $entry.error } else { "$($entry.objects) objects" }))
 }
 Write-Progress -Activity 'Exporting mail-flow evidence' -Completed
+
+# The unified audit log's Exchange admin operations, read (Search-UnifiedAuditLog only searches)
+# through one search session: SessionId with ReturnLargeSet pages through up to 50,000 records,
+# at most 5,000 per call, unsorted and sometimes repeated (kept once, by Identity). ResultCount is
+# the number of hits over all pages; a session that cannot return them all is recorded partial.
+$AuditFile = 'Search-UnifiedAuditLog'
+$AuditPageSize = 5000
+$AuditSessionCap = 50000
+$entry = [ordered]@{ status = 'ok'; error = $null; objects = 0; warnings = @() }
+if ($AuditDays -eq 0) {
+    $entry.status = 'missing'
+    $entry.error = 'not collected (-AuditDays 0)'
+}
+elseif (-not (Get-Command -Name 'Search-UnifiedAuditLog' -ErrorAction SilentlyContinue)) {
+    $entry.status = 'denied'
+    $entry.error = 'Search-UnifiedAuditLog is not available in this session: the account needs the View-Only Audit Logs or Audit Logs role'
+}
+else {
+    Write-Progress -Activity 'Searching the unified audit log' -Status "ExchangeAdmin, last $AuditDays days"
+    $auditEnd = (Get-Date).ToUniversalTime()
+    $auditStart = $auditEnd.AddDays(-$AuditDays)
+    $sessionId = 'mailflow-export-' + (Get-Date -Format 'yyyyMMddHHmmssfff')
+    $records = New-Object -TypeName System.Collections.ArrayList
+    $seen = @{}
+    $total = 0
+    $maxPages = [int]($AuditSessionCap / $AuditPageSize) + 1
+    try {
+        for ($page = 1; $page -le $maxPages; $page++) {
+            $batch = @(Search-UnifiedAuditLog -StartDate $auditStart -EndDate $auditEnd -RecordType ExchangeAdmin -SessionId $sessionId -SessionCommand ReturnLargeSet -ResultSize $AuditPageSize -ErrorAction Stop)
+            if ($batch.Count -eq 0) { break }
+            if ([int]$batch[0].ResultIndex -eq -1) {
+                $entry.status = 'partial'
+                $entry.error = 'the audit log search returned an incomplete page (ResultIndex -1); run the export again'
+                break
+            }
+            $total = [int]$batch[0].ResultCount
+            foreach ($record in $batch) {
+                if (-not $seen.ContainsKey([string]$record.Identity)) {
+                    $seen[[string]$record.Identity] = $true
+                    $null = $records.Add((ConvertTo-ExportObject -InputObject $record))
+                }
+            }
+            if ($records.Count -ge $total -or $records.Count -ge $AuditSessionCap) { break }
+        }
+        if ($entry.status -eq 'ok' -and $records.Count -lt $total) {
+            $entry.status = 'partial'
+            $entry.error = "the search found $total ExchangeAdmin records and one search session returns at most $AuditSessionCap, so $($records.Count) were exported: run it again with a smaller -AuditDays"
+        }
+        Write-ExportFile -Name $AuditFile -Objects $records
+        $entry.objects = $records.Count
+    }
+    catch {
+        $entry.status = Get-FailureStatus -ErrorRecord $_
+        $entry.error = [string]$_.Exception.Message
+    }
+    Write-Progress -Activity 'Searching the unified audit log' -Completed
+}
+$manifest.audit_days = $AuditDays
+$manifest.cmdlets[$AuditFile] = $entry
+Write-Host ('  {0,-8} {1}: {2}' -f $entry.status, $AuditFile, $(if ($entry.error) { $entry.error } else { "$($entry.objects) records" }))
 
 $json = ConvertTo-Json -InputObject $manifest -Depth 10
 [System.IO.File]::WriteAllText((Join-Path -Path $OutputFolder -ChildPath 'export.json'), $json, $Utf8NoBom)

@@ -39,11 +39,14 @@ PATTERN_FIELDS = (
     "header_stamps",
     "dkim_selectors",
     "archive_domains",
+    "arc_sealers",
 )
+# Facts that are not patterns but still need a [sources.<name>] entry when a profile states them.
+SOURCED_FLAGS = ("modifies_messages",)
 _TOP_KEYS = {
     "schema_version", "id", "name", "vendor", "deployment", "aliases", "notes",
     "customer_specific_ips", "certificate_shared", "references", "sources", "ip_ranges",
-    *PATTERN_FIELDS,
+    *PATTERN_FIELDS, *SOURCED_FLAGS,
 }
 _RANGE_KEYS = {"region", "cidrs", "source", "as_of", "confidence", "note"}
 _SOURCE_KEYS = {"url", "as_of", "confidence"}
@@ -52,6 +55,8 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # A domain-name pattern whose part after the last * names at least two labels, so that an
 # archive pattern can never match every domain ("*", "*.com").
 _ARCHIVE_PATTERN = re.compile(r"^(?:[a-z0-9*-]+\.)*?(?:[a-z0-9-]+\.)+[a-z0-9-]+$")
+# An ARC sealing domain (the d= of the ARC-Seal): a plain domain name of two labels or more.
+_SEALER_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]+$")
 Deployment = Literal["mx", "api", "exchange-online"]
 
 
@@ -92,6 +97,11 @@ class GatewayProfile:
     # Domain-name patterns of the vendor's archive or journaling service: the domain of the
     # journal address it issues, or the host an outbound connector relays journal reports to.
     archive_domains: tuple[str, ...] = ()
+    # The d= domain(s) of the gateway's ARC-Seal, the first being the one it is seen to use,
+    # and whether it changes messages in transit (link rewriting, banners: DKIM then fails);
+    # None where its documentation does not settle it (an optional feature, say).
+    arc_sealers: tuple[str, ...] = ()
+    modifies_messages: bool | None = None
     references: tuple[tuple[str, str], ...] = ()
     sources: Mapping[str, Provenance] = field(default_factory=dict)
     range_groups: tuple[RangeGroup, ...] = ()
@@ -109,6 +119,10 @@ class GatewayProfile:
     def matches_archive(self, domain: str) -> bool:
         """Whether mail for ``domain`` (or relayed to host ``domain``) reaches this vendor's archive."""
         return _match_host(domain, self.archive_domains)
+
+    def seals_as(self, domain: str) -> bool:
+        """Whether ``domain`` (a trusted ARC sealer entry) is one this gateway seals with."""
+        return domain.strip().lower().rstrip(".") in self.arc_sealers
 
     def matches_certificate(self, name: str) -> bool:
         """Whether a connector's TlsSenderCertificateName names this gateway's certificate."""
@@ -189,12 +203,20 @@ def parse_profile(data: Mapping[str, Any], origin: str, *, strict: bool) -> Gate
         if not _ARCHIVE_PATTERN.match(pattern.lower()):
             raise _fail(origin, f"archive_domains: {pattern!r} must be a domain name, with * only "
                                 "before a literal part of two labels or more (e.g. *.archive.example)")
+    patterns["arc_sealers"] = tuple(d.lower().rstrip(".") for d in patterns["arc_sealers"])
+    for sealer in patterns["arc_sealers"]:
+        if not _SEALER_DOMAIN.match(sealer):
+            raise _fail(origin, f"arc_sealers: {sealer!r} must be a domain name of two labels or more "
+                                "(the d= of the ARC-Seal), without wildcards")
+    modifies = data.get("modifies_messages")
+    if modifies is not None and not isinstance(modifies, bool):
+        raise _fail(origin, "modifies_messages must be true or false")
     raw_sources = data.get("sources", {})
     if not isinstance(raw_sources, dict):
         raise _fail(origin, "sources must be a table")
     sources: dict[str, Provenance] = {}
     for key, value in raw_sources.items():
-        if key not in PATTERN_FIELDS or not isinstance(value, dict):
+        if key not in PATTERN_FIELDS + SOURCED_FLAGS or not isinstance(value, dict):
             raise _fail(origin, f"sources.{key} is not a pattern field table")
         if set(value) - _SOURCE_KEYS:
             raise _fail(origin, f"sources.{key}: unknown keys {sorted(set(value) - _SOURCE_KEYS)}")
@@ -203,6 +225,8 @@ def parse_profile(data: Mapping[str, Any], origin: str, *, strict: bool) -> Gate
         for key, values in patterns.items():
             if values and key not in sources:
                 raise _fail(origin, f"{key} has no [sources.{key}] entry")
+        if modifies is not None and "modifies_messages" not in sources:
+            raise _fail(origin, "modifies_messages has no [sources.modifies_messages] entry")
     groups: list[RangeGroup] = []
     for index, group in enumerate(data.get("ip_ranges", [])):
         where = f"ip_ranges[{index}]"
@@ -236,6 +260,7 @@ def parse_profile(data: Mapping[str, Any], origin: str, *, strict: bool) -> Gate
         notes=str(data.get("notes", "")),
         customer_specific_ips=bool(data.get("customer_specific_ips", False)),
         certificate_shared=bool(data.get("certificate_shared", False)),
+        modifies_messages=modifies,
         references=tuple(references),
         sources=sources,
         range_groups=tuple(groups),

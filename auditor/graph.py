@@ -120,7 +120,8 @@ class GraphClient:
             document = None
         text = error_text(document) if isinstance(document, dict) and "error" in document else ""
         what = "401 Unauthorized (the token was refused twice)" if status == 401 else f"HTTP {status}"
-        return f"{what}{': ' + text if text else ''}; the app needs {permission}"
+        needs = f"; the app needs {permission}" if status in (401, 403) else ""
+        return f"{what}{': ' + text if text else ''}{needs}"
 
     async def _page(self, url: str, permission: str) -> dict[str, Any]:
         """One GET with retries (429 Retry-After, 5xx, timeouts, truncated JSON)."""
@@ -170,6 +171,18 @@ class GraphClient:
                 raise _Outcome(State.ERROR, f"gave up after {policy.attempts} attempts: {last}")
             await self.sleep(wait if wait is not None else
                              min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
+
+    async def fetch(self, url: str, permission: str) -> dict[str, Any]:
+        """One Graph document (an object, or one page of a collection) with the retries above;
+        raises exo_rest's outcome (state and reason, naming ``permission`` on 401/403) when
+        Graph refuses or keeps failing. ``url`` must be on this Graph host (see on_host)."""
+        if not self._same_host(url):
+            raise _Outcome(State.ERROR, f"{urlsplit(url).netloc} is not Microsoft Graph; not requested")
+        return await self._page(url, permission)
+
+    def on_host(self, url: str) -> bool:
+        """Whether a link points to this Graph host (the only one a token is sent to)."""
+        return self._same_host(url)
 
     async def list(self, key: str, path: str, *, permission: str = APP_READ) -> CmdletResult:
         """Every page of one collection (``path`` relative to /v1.0), merged; never raises for

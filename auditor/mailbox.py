@@ -1,6 +1,7 @@
-"""Mailbox evidence over EWS with exchangelib: inbox rules and delivered-message headers.
+"""Mailbox evidence: inbox rules and delivered-message headers, over EWS (exchangelib) or
+Microsoft Graph (auditor/graph_mailbox.py) behind one interface, :class:`MailboxReader`.
 
-Two evidence items, both stored under ``mailbox/``:
+Two evidence items, both stored under ``mailbox/``, with the same shapes whichever API read them:
 
 - ``Mailbox-InboxRules``: every sampled mailbox's inbox rules (EWS ``GetInboxRules``), written
   with the property names Get-InboxRule uses, so the InboxRule model (and MBX-002) reads them.
@@ -18,6 +19,16 @@ answers back off exponentially, and a refused token (401) is renewed once throug
 :mod:`auditor.oauth`. Nothing is dropped silently: a mailbox that could not be read is listed
 in the file with its state (``denied``, ``missing``, ``error``) and the reason, and the item is
 marked ``partial``.
+
+Each file records the API that produced it: a top-level ``"api"`` (``"ews"`` or ``"graph"``)
+beside ``"mailboxes"``, and ``"CollectedThrough"`` on every row (a mailbox where nothing was
+found, or that could not be read, has a row saying so), so that checks can state what the API
+could not see (Graph does not return hidden inbox rules). Files written before Graph support
+carry neither and were read over EWS.
+
+Which API: ``--mailbox-api auto`` (the default) uses EWS only where the tenant still allows it
+(Get-OrganizationConfig EwsEnabled / EwsAllowedAppIDs, then one EWS request as a probe) and
+otherwise Microsoft Graph; :func:`collect_mailbox_evidence` says which and why in one line.
 """
 
 from __future__ import annotations
@@ -30,25 +41,37 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, EvidenceError
 from .evidence import SPECS, State
 from .exo_rest import CmdletResult
 from .oauth import LOOPBACK, AccessToken, Credential
+from .psjson import decode
 
 log = logging.getLogger(__name__)
 
 EWS_URL = "https://outlook.office365.com/EWS/Exchange.asmx"
+EWS = "ews"
+GRAPH = "graph"
+API_NAMES: Mapping[str, str] = {EWS: "EWS", GRAPH: "Microsoft Graph"}
 RULES_KEY = "Mailbox-InboxRules"
+ORGANIZATION_CONFIG = "Get-OrganizationConfig.json"
 HEADERS_KEY = "Mailbox-MessageHeaders"
 DEFAULT_MESSAGES = 20
 SWITCHED_OFF = "not collected: mailbox evidence was not asked for (collect --mailboxes)"
+# The row that stands for a mailbox read without finding anything, so that every mailbox read
+# has a row (and the API that read it is on record even then).
+NOTHING_FOUND: Mapping[str, str] = {RULES_KEY: "the mailbox has no inbox rules",
+                                    HEADERS_KEY: "the inbox holds no messages"}
+NO_ADDRESS = ("not collected: no mailbox address to read (Get-Mailbox was not collected or listed no "
+              "mailbox)")
 OPERATIONS: Mapping[str, str] = {RULES_KEY: "EWS GetInboxRules",
                                  HEADERS_KEY: "EWS FindItem + GetItem (inbox, newest first)"}
+EWS_SOURCE = "through exchangelib, app-only OAuth with impersonation"
 # The headers kept, by the property name they are stored under. Received may repeat.
 KEPT_HEADERS: Mapping[str, str] = {
     "received": "Received",
@@ -60,14 +83,18 @@ KEPT_HEADERS: Mapping[str, str] = {
 EWS_RETIREMENT = (
     "if EWS is blocked for this tenant or app: Exchange Online blocks EWS from 1 October 2026 "
     "unless the organisation allows it (Set-OrganizationConfig -EwsEnabled $true and this app in "
-    "EwsAllowedAppIDs) and switches EWS off on 1 April 2027; collect through Microsoft Graph instead"
+    "EwsAllowedAppIDs) and switches EWS off on 1 April 2027; read mailboxes through Microsoft Graph "
+    "instead (--mailbox-api graph, or auto)"
 )
 EWS_GRANTS = (
     "the application permission full_access_as_app (Office 365 Exchange Online) with admin "
     "consent, scoped with RBAC for Applications or an application access policy"
 )
+# ErrorAccessDenied (like HTTP 403) is how Exchange Online refuses EWS as a whole (EwsEnabled
+# False, the app not in EwsAllowedAppIDs); the others refuse one mailbox.
+BLOCKED_CODES = frozenset({"ErrorAccessDenied"})
 DENIED_CODES = frozenset({
-    "ErrorAccessDenied", "ErrorImpersonateUserDenied", "ErrorImpersonationDenied",
+    "ErrorImpersonateUserDenied", "ErrorImpersonationDenied",
     "ErrorInvalidImpersonationHeader", "ErrorNoApplicableProxyCASServersAvailable",
     "ErrorProxyRequestNotAllowed",
 })
@@ -97,7 +124,8 @@ class MailboxPolicy:
     backoff: float = 2.0  # first wait after a transient failure; doubles
     max_backoff: float = 60.0
     max_server_backoff: float = 300.0  # an ErrorServerBusy BackOffMilliseconds is cut to this
-    timeout: float = 60.0  # seconds for one EWS request
+    timeout: float = 60.0  # seconds for one request
+    max_pages: int = 100  # Graph pages per mailbox and collection before the mailbox fails
 
 
 class TruncatedAnswer(OSError):
@@ -113,6 +141,17 @@ def _refuse_truncated(response: Any, *args: Any, **kwargs: Any) -> Any:
     return response
 
 
+class MailboxReader(Protocol):
+    """One way of reading mailbox evidence (EWS or Microsoft Graph). Both write the same two
+    items with the same row shapes, so that checks need not know which API read them."""
+
+    api: str  # EWS or GRAPH, recorded in the evidence files
+
+    async def collect(self, addresses: Sequence[str]) -> list[CmdletResult]:
+        """Both items for a sample of ``addresses``; never raises for what the service answers."""
+        ...
+
+
 class MailboxFailure(Exception):
     """Why one mailbox's evidence could not be read: a state and a reason."""
 
@@ -123,13 +162,14 @@ class MailboxFailure(Exception):
 
 
 @dataclass
-class _Outcome:
-    """What was read from one mailbox for one item, or why not."""
+class MailboxOutcome:
+    """What was read from one mailbox for one item, or why not (either API)."""
 
     mailbox: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     state: State = State.OK
     reason: str | None = None
+    blocked: bool = False  # EWS refused the app as a whole (EWS off, or the app not allowed)
 
 
 def mailbox_addresses(get_mailbox_body: bytes | None) -> list[str]:
@@ -176,6 +216,8 @@ def _token_dict(token: AccessToken) -> dict[str, str]:
 
 class MailboxCollector:
     """Reads inbox rules and message headers of many mailboxes through one EWS endpoint."""
+
+    api = EWS
 
     def __init__(self, credential: Credential, http: httpx.AsyncClient, *, ews_url: str = EWS_URL,
                  policy: MailboxPolicy | None = None,
@@ -250,9 +292,6 @@ class MailboxCollector:
             if isinstance(message, Exception):
                 raise message
             rows.append(_message_row(address, message))
-        if not rows:
-            rows.append({"Mailbox": address, "CollectionState": "empty",
-                         "CollectionError": "the inbox holds no messages"})
         return rows
 
     # --- one mailbox, with bounded retries ----------------------------------------------------
@@ -269,7 +308,7 @@ class MailboxCollector:
         self._protocol().close()
 
     async def _one(self, address: str, read: Callable[[str], list[dict[str, Any]]],
-                   what: str) -> _Outcome:
+                   what: str) -> MailboxOutcome:
         policy = self.policy
         renewed = False
         attempt = 0
@@ -277,37 +316,50 @@ class MailboxCollector:
             token = self._token
             assert token is not None
             try:
-                return _Outcome(address, await asyncio.to_thread(read, address))
+                return MailboxOutcome(address, await asyncio.to_thread(read, address))
             except Exception as exc:  # every exchangelib failure is classified, none escapes
                 kind, wait, reason = _classify(exc, policy)
                 log.debug("EWS %s of %s: %s (%s)", what, address, kind, reason)
             if kind == "unauthorized":
                 if renewed:
-                    return _Outcome(address, state=State.DENIED, reason=(
+                    return MailboxOutcome(address, state=State.DENIED, blocked=True, reason=(
                         f"401 Unauthorized twice (the renewed token was refused too) reading the "
                         f"{what}; the app needs {EWS_GRANTS}; {EWS_RETIREMENT}"))
                 try:
                     await self._renew(token)
                 except MailboxFailure as failure:
-                    return _Outcome(address, state=failure.state, reason=failure.reason)
+                    return MailboxOutcome(address, state=failure.state, reason=failure.reason)
                 renewed = True
                 continue
-            if kind == "denied":
-                return _Outcome(address, state=State.DENIED, reason=(
+            if kind in ("denied", "blocked"):
+                return MailboxOutcome(address, state=State.DENIED, blocked=kind == "blocked", reason=(
                     f"reading the {what} was refused: {reason}; the app needs {EWS_GRANTS}; "
                     f"{EWS_RETIREMENT}"))
             if kind == "missing":
-                return _Outcome(address, state=State.MISSING, reason=f"{what}: {reason}")
+                return MailboxOutcome(address, state=State.MISSING, reason=f"{what}: {reason}")
             if kind == "fatal":
-                return _Outcome(address, state=State.ERROR, reason=f"reading the {what} failed: {reason}")
+                return MailboxOutcome(address, state=State.ERROR,
+                                      reason=f"reading the {what} failed: {reason}")
             attempt += 1
             if attempt >= policy.attempts:
-                return _Outcome(address, state=State.ERROR, reason=(
+                return MailboxOutcome(address, state=State.ERROR, reason=(
                     f"gave up reading the {what} after {policy.attempts} attempts: {reason}"))
             await self.sleep(wait if wait is not None else
                              min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
 
     # --- the whole sample ---------------------------------------------------------------------
+
+    async def probe(self, address: str) -> MailboxOutcome:
+        """One GetInboxRules for ``address``: whether EWS serves this app in this tenant."""
+        try:
+            token = await self.credential.token(self.http)
+        except AuthenticationError as exc:
+            return MailboxOutcome(address, state=State.ERROR, reason=f"no token for EWS: {exc}")
+        self._configure(token)
+        try:
+            return await self._one(address, self._read_rules, "inbox rules")
+        finally:
+            self._protocol().close()
 
     async def collect(self, addresses: Sequence[str]) -> list[CmdletResult]:
         """Both items for the sampled mailboxes; a switched-off item is marked missing."""
@@ -317,17 +369,13 @@ class MailboxCollector:
         reads = [(RULES_KEY, policy.rules, self._read_rules, "inbox rules"),
                  (HEADERS_KEY, policy.headers, self._read_headers, "message headers")]
         if not any(on for _, on, _, _ in reads):
-            return [CmdletResult(key, OPERATIONS[key], State.MISSING, reason=SWITCHED_OFF)
-                    for key, *_ in reads]
+            return not_collected(OPERATIONS, State.MISSING, SWITCHED_OFF)
         if not chosen:
-            return [CmdletResult(key, OPERATIONS[key], State.MISSING, reason=(
-                "not collected: no mailbox address to read (Get-Mailbox was not collected or "
-                "listed no mailbox)")) for key, *_ in reads]
+            return not_collected(OPERATIONS, State.MISSING, NO_ADDRESS)
         try:
             token = await self.credential.token(self.http)
         except AuthenticationError as exc:
-            return [CmdletResult(key, OPERATIONS[key], State.ERROR, reason=f"no token for EWS: {exc}")
-                    for key, *_ in reads]
+            return not_collected(OPERATIONS, State.ERROR, f"no token for EWS: {exc}")
         self._configure(token)
         gate = asyncio.Semaphore(max(1, policy.concurrency))
         try:
@@ -336,15 +384,105 @@ class MailboxCollector:
                     items.append(CmdletResult(key, OPERATIONS[key], State.MISSING, reason=SWITCHED_OFF))
                     continue
 
-                async def run(address: str, read: Any = read, what: str = what) -> _Outcome:
+                async def run(address: str, read: Any = read, what: str = what) -> MailboxOutcome:
                     async with gate:
                         return await self._one(address, read, what)
 
                 outcomes = await asyncio.gather(*(run(a) for a in chosen))
-                items.append(_item(key, outcomes, len(addresses), policy))
+                items.append(evidence_item(key, OPERATIONS[key], f"{OPERATIONS[key]} {EWS_SOURCE}", EWS,
+                                           outcomes, len(addresses), policy))
         finally:
             self._protocol().close()
         return items
+
+
+# --- which API ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MailboxApiChoice:
+    """The API chosen for mailbox evidence and why: the one line ``collect`` prints."""
+
+    api: str
+    why: str
+
+    @property
+    def line(self) -> str:
+        return f"mailbox evidence through {API_NAMES[self.api]}: {self.why}"
+
+
+def _organization_config(body: bytes | None) -> dict[str, Any] | None:
+    """The object of a Get-OrganizationConfig REST body (or export file), if readable."""
+    if not body:
+        return None
+    try:
+        document = json.loads(decode(body, ORGANIZATION_CONFIG)[0].lstrip("\ufeff"))
+    except (ValueError, EvidenceError):
+        return None
+    values = document.get("value", document) if isinstance(document, dict) else document
+    first = values[0] if isinstance(values, list) and values else values
+    return first if isinstance(first, dict) else None
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def ews_closed(org_config: bytes | None, client_id: str) -> str | None:
+    """Why Get-OrganizationConfig says EWS refuses this app, or None when it does not say so
+    (EwsEnabled not set is allowed before Exchange Online's block reaches the tenant: probe)."""
+    config = _organization_config(org_config)
+    if config is None:
+        return None
+    enabled = _flag(config.get("EwsEnabled"))
+    if enabled is False:
+        return "Get-OrganizationConfig has EwsEnabled False, so EWS is blocked for the organisation"
+    listed = config.get("EwsAllowedAppIDs")
+    allowed = ({str(a).strip().lower() for a in listed} if isinstance(listed, list)
+               else {a.lower() for a in str(listed or "").replace(",", " ").split()})
+    if enabled is True and allowed and client_id.lower() not in allowed:
+        return (f"this app ({client_id}) is not in Get-OrganizationConfig's EwsAllowedAppIDs, so EWS "
+                "refuses it")
+    return None
+
+
+async def choose_mailbox_api(requested: str, ews: MailboxCollector, address: str,
+                             org_config: bytes | None, client_id: str) -> MailboxApiChoice:
+    """``requested`` (EWS, GRAPH or ``"auto"``) made definite. Auto uses EWS only where the
+    tenant allows it and one EWS request for ``address`` succeeds; otherwise Graph."""
+    if requested in (EWS, GRAPH):
+        return MailboxApiChoice(requested, f"--mailbox-api {requested}")
+    closed = ews_closed(org_config, client_id)
+    if closed is not None:
+        return MailboxApiChoice(GRAPH, f"auto: {closed}")
+    probe = await ews.probe(address)
+    if probe.state is State.OK or (probe.state in (State.MISSING, State.DENIED) and not probe.blocked):
+        # A missing or refused mailbox is that mailbox's trouble: EWS itself answered.
+        return MailboxApiChoice(EWS, f"auto: EWS answered the first request (inbox rules of {address})")
+    reason = (probe.reason or probe.state.value).split("; the app needs")[0]
+    return MailboxApiChoice(GRAPH, f"auto: EWS did not serve the first request (inbox rules of "
+                                   f"{address}: {reason})")
+
+
+async def collect_mailbox_evidence(requested: str, ews: MailboxCollector, graph: MailboxReader | None,
+                                   addresses: Sequence[str], org_config: bytes | None,
+                                   client_id: str) -> tuple[MailboxApiChoice | None, list[CmdletResult]]:
+    """Both mailbox items through the API ``requested`` or chosen (None when mailbox evidence
+    was not asked for or no mailbox is listed: the items are then marked missing). ``graph``
+    is None when there is no Graph sign-in (``--mailbox-api ews``)."""
+    policy = ews.policy
+    chosen = sample(addresses, policy.mailbox_sample)
+    if not (policy.rules or policy.headers) or not chosen:
+        return None, await ews.collect(addresses)
+    choice = await choose_mailbox_api(requested, ews, chosen[0], org_config, client_id)
+    if choice.api == EWS:
+        return choice, await ews.collect(addresses)
+    if graph is None:
+        return choice, not_collected(OPERATIONS, State.ERROR, "not collected: no Microsoft Graph sign-in")
+    return choice, await graph.collect(addresses)
 
 
 def _classify(exc: BaseException, policy: MailboxPolicy) -> tuple[str, float | None, str]:
@@ -371,6 +509,8 @@ def _classify(exc: BaseException, policy: MailboxPolicy) -> tuple[str, float | N
         back_off = exc.back_off
         wait = min(float(back_off), policy.max_server_backoff) if back_off else None
         return "retry", wait, f"ErrorServerBusy (the server asked to wait {back_off or '?'} s)"
+    if name in BLOCKED_CODES:
+        return "blocked", None, f"{name}: {text}"
     if name in DENIED_CODES:
         return "denied", None, f"{name}: {text}"
     if name in MISSING_CODES:
@@ -378,7 +518,7 @@ def _classify(exc: BaseException, policy: MailboxPolicy) -> tuple[str, float | N
     if name in RETRY_CODES or isinstance(exc, RateLimitError):
         return "retry", None, f"{name}: {text}"
     if isinstance(exc, MalformedResponseError | TransportError) and "Code: 403" in str(exc):
-        return "denied", None, "HTTP 403 Forbidden from EWS"
+        return "blocked", None, "HTTP 403 Forbidden from EWS"
     if isinstance(exc, MalformedResponseError) and "Code: 5" in str(exc):
         return "retry", None, "an HTTP 5xx answer without a SOAP body"
     if isinstance(exc, SOAPError | MalformedResponseError | TransportError):
@@ -390,23 +530,33 @@ def _classify(exc: BaseException, policy: MailboxPolicy) -> tuple[str, float | N
     return "fatal", None, f"{name}: {text}"
 
 
-def _item(key: str, outcomes: Sequence[_Outcome], listed: int, policy: MailboxPolicy) -> CmdletResult:
-    """One evidence file from every mailbox's outcome: failed mailboxes listed with why."""
+def not_collected(operations: Mapping[str, str], state: State, reason: str) -> list[CmdletResult]:
+    """Both items, unread for one reason (switched off, no address, no token)."""
+    return [CmdletResult(key, operations[key], state, reason=reason) for key in (RULES_KEY, HEADERS_KEY)]
+
+
+def evidence_item(key: str, operation: str, source: str, api: str, outcomes: Sequence[MailboxOutcome],
+                  listed: int, policy: MailboxPolicy) -> CmdletResult:
+    """One evidence file from every mailbox's outcome: failed mailboxes listed with why, and
+    mailboxes where nothing was found with a row saying so; the API that read it recorded on
+    the file (``api``) and on every row (``CollectedThrough``)."""
     values: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     failed = [o for o in outcomes if o.state is not State.OK]
     for outcome in outcomes:
         if outcome.state is State.OK:
-            values.extend(outcome.rows)
-            rows = [r for r in outcome.rows if "CollectionState" not in r]
-            summary.append({"Mailbox": outcome.mailbox, "State": "ok", "Objects": len(rows)})
+            nothing = {"Mailbox": outcome.mailbox, "CollectionState": "empty",
+                       "CollectionError": NOTHING_FOUND[key]}
+            values.extend({**row, "CollectedThrough": api} for row in outcome.rows or [nothing])
+            summary.append({"Mailbox": outcome.mailbox, "State": "ok", "Objects": len(outcome.rows)})
         else:
             summary.append({"Mailbox": outcome.mailbox, "State": outcome.state.value,
                             "Reason": outcome.reason})
             values.append({"Mailbox": outcome.mailbox, "CollectionState": outcome.state.value,
-                           "CollectionError": outcome.reason})
+                           "CollectionError": outcome.reason, "CollectedThrough": api})
     body = {
-        "source": f"{OPERATIONS[key]} through exchangelib, app-only OAuth with impersonation",
+        "source": source,
+        "api": api,
         "folder": SPECS[key].folder,
         "sample": {"mailboxes_listed": listed, "mailboxes_read": len(outcomes),
                    "messages_per_mailbox": policy.messages_per_mailbox if key == HEADERS_KEY else None},
@@ -418,7 +568,7 @@ def _item(key: str, outcomes: Sequence[_Outcome], listed: int, policy: MailboxPo
     if failed and len(failed) == len(outcomes):
         states = {o.state for o in failed}
         state = State.DENIED if states == {State.DENIED} else State.ERROR
-        return CmdletResult(key, OPERATIONS[key], state, body=data, objects=objects,
+        return CmdletResult(key, operation, state, body=data, objects=objects,
                             reason=(f"no mailbox could be read; first: {failed[0].mailbox}: "
                                     f"{failed[0].reason}"))
     reasons = []
@@ -428,24 +578,24 @@ def _item(key: str, outcomes: Sequence[_Outcome], listed: int, policy: MailboxPo
     if len(outcomes) < listed:
         reasons.append(f"a sample of {len(outcomes)} of {listed} mailboxes was read (--mailbox-sample)")
     # A sample is the user's choice, not a failure: only unread mailboxes make the item partial.
-    return CmdletResult(key, OPERATIONS[key], State.PARTIAL if failed else State.OK, body=data,
+    return CmdletResult(key, operation, State.PARTIAL if failed else State.OK, body=data,
                         objects=objects, reason="; ".join(reasons) or None,
                         warnings=tuple(r for r in reasons if r.startswith("a sample")))
 
 
 # --- turning exchangelib objects into rows ------------------------------------------------------
 
+def recipient_text(name: str | None, email: str | None) -> str | None:
+    """One recipient the way Get-InboxRule shows it: ``"Name" [SMTP:user@x]``."""
+    if email:
+        return f'"{name or email}" [SMTP:{email}]'
+    return str(name) if name else None
+
+
 def _recipients(addresses: Iterable[Any] | None) -> list[str]:
-    """Recipients the way Get-InboxRule shows them: ``"Name" [SMTP:user@x]``."""
-    shown = []
-    for address in addresses or ():
-        email = getattr(address, "email_address", None)
-        name = getattr(address, "name", None) or email
-        if email:
-            shown.append(f'"{name}" [SMTP:{email}]')
-        elif name:
-            shown.append(str(name))
-    return shown
+    shown = (recipient_text(getattr(a, "name", None), getattr(a, "email_address", None))
+             for a in addresses or ())
+    return [text for text in shown if text]
 
 
 def _folder_name(account: Any, action: Any, cache: dict[str, str]) -> str | None:
@@ -509,23 +659,29 @@ def _rule_row(account: Any, address: str, rule: Any, folder_names: dict[str, str
 
 
 def _message_row(address: str, message: Any) -> dict[str, Any]:
-    """The proof-relevant part of one message: nothing about its content."""
-    row: dict[str, Any] = {"Mailbox": address}
-    row["InternetMessageId"] = getattr(message, "message_id", None)
     received = getattr(message, "datetime_received", None)
-    row["DateTimeReceived"] = received.isoformat() if isinstance(received, datetime) else received
     sender = getattr(message, "sender", None) or getattr(message, "author", None)
-    row["Sender"] = getattr(sender, "email_address", None)
+    return header_row(address, getattr(message, "message_id", None),
+                      received.isoformat() if isinstance(received, datetime) else received,
+                      getattr(sender, "email_address", None),
+                      ((str(getattr(h, "name", "") or ""), str(getattr(h, "value", "") or ""))
+                       for h in getattr(message, "headers", None) or ()))
+
+
+def header_row(address: str, message_id: str | None, received: str | None, sender: str | None,
+               headers: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The proof-relevant part of one message, whichever API read it: nothing about its content."""
+    row: dict[str, Any] = {"Mailbox": address, "InternetMessageId": message_id,
+                           "DateTimeReceived": received, "Sender": sender}
     names: list[str] = []
     kept: dict[str, list[str]] = {}
-    for header in getattr(message, "headers", None) or ():
-        name = str(getattr(header, "name", "") or "")
+    for name, value in headers:
         if not name:
             continue
         names.append(name)
         target = KEPT_HEADERS.get(name.lower())
         if target:
-            kept.setdefault(target, []).append(str(getattr(header, "value", "") or ""))
+            kept.setdefault(target, []).append(value)
     row["Received"] = kept.get("Received", [])
     for target in ("AntispamReport", "AuthenticationResults", "OrganizationAuthAs", "MessageDirectionality"):
         values = kept.get(target)

@@ -8,6 +8,8 @@ raw properties, so a finding can quote exactly what the evidence says.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -342,6 +344,12 @@ class DkimSigningConfig(ExoObject):
     Enabled: bool | None = prop()
     Selector1CNAME: str | None = prop()
     Selector2CNAME: str | None = prop()
+    Selector1KeySize: int | None = prop()
+    Selector2KeySize: int | None = prop()
+    # Microsoft signs with SelectorBeforeRotateOnDate until RotateOnDate, then with the other.
+    RotateOnDate: datetime | None = prop()
+    SelectorBeforeRotateOnDate: str | None = prop()
+    SelectorAfterRotateOnDate: str | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -450,43 +458,81 @@ class ArcConfig(ExoObject):
     Identity: str | None = prop()
     ArcTrustedSealers: tuple[str, ...] = multi()  # one comma-separated string as the cmdlet shows it
 
+    @property
+    def lists_sealers(self) -> bool:
+        """Whether the export holds ArcTrustedSealers at all (null counts: it means none)."""
+        return _actual_key(self.raw, "ArcTrustedSealers") in self.raw
+
+    def trusted_sealers(self) -> tuple[tuple[str, str], ...]:
+        """Each trusted sealer domain (lower case, no trailing dot) with the raw value it was read
+        from: the cmdlet writes one comma-separated string, a list may hold several."""
+        found: dict[str, str] = {}
+        for item in self.ArcTrustedSealers:
+            for part in re.split(r"[\s,;]+", item):
+                domain = part.strip().lower().rstrip(".")
+                if domain:
+                    found.setdefault(domain, item)
+        return tuple(found.items())
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhishSimOverridePolicy(ExoObject):
+    """The advanced delivery policy for third-party phishing simulations (there is one)."""
+
     CMDLET: ClassVar[str] = "Get-PhishSimOverridePolicy"
     Name: str | None = prop()
     Identity: str | None = prop()
+    Guid: str | None = prop()
     Enabled: bool | None = prop()
+    Comment: str | None = prop()
     WhenChanged: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhishSimOverrideRule(ExoObject):
+    """A phishing-simulation override rule: mail from one of ``SenderIpRanges`` whose MAIL FROM
+    or DKIM domain is one of ``Domains`` skips filtering. ``Mode`` is Enforce for the valid rule
+    (PendingDeletion for one being removed)."""
+
     CMDLET: ClassVar[str] = "Get-ExoPhishSimOverrideRule"
     Name: str | None = prop()
     Identity: str | None = prop()
+    Guid: str | None = prop()
     Policy: str | None = prop()
+    Mode: str | None = prop(ENUM)
     Domains: tuple[str, ...] = multi(SPLIT)
     SenderIpRanges: tuple[str, ...] = multi(SPLIT)
+    Comment: str | None = prop()
     WhenChanged: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecOpsOverridePolicy(ExoObject):
+    """The advanced delivery policy for SecOps mailboxes: mail to ``SentTo`` is not filtered."""
+
     CMDLET: ClassVar[str] = "Get-SecOpsOverridePolicy"
     Name: str | None = prop()
     Identity: str | None = prop()
+    Guid: str | None = prop()
     Enabled: bool | None = prop()
     SentTo: tuple[str, ...] = multi(SPLIT)
+    Comment: str | None = prop()
     WhenChanged: datetime | None = prop()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecOpsOverrideRule(ExoObject):
+    """The SecOps override rule; ``SentTo`` mirrors its policy's (Set-SecOpsOverridePolicy
+    updates both)."""
+
     CMDLET: ClassVar[str] = "Get-ExoSecOpsOverrideRule"
     Name: str | None = prop()
     Identity: str | None = prop()
+    Guid: str | None = prop()
     Policy: str | None = prop()
+    Mode: str | None = prop(ENUM)
+    SentTo: tuple[str, ...] = multi(SPLIT)
+    Comment: str | None = prop()
     WhenChanged: datetime | None = prop()
 
 
@@ -725,6 +771,195 @@ class MessageHeaders(ExoObject):
         return f"{self.Mailbox or '?'}: {self.InternetMessageId or self.source.pointer}"
 
 
+
+# --- Unified audit log (folder audit/): Search-UnifiedAuditLog, or Graph's audit log query ------
+
+EXCHANGE_ADMIN = "ExchangeAdmin"
+_EXCHANGE_ADMIN_TYPES = frozenset({"exchangeadmin", "1"})  # AuditLogRecordType ExchangeAdmin = 1
+REDACTED = "(redacted)"
+# A parameter is secret when one of its words says so, or its last word names key material.
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token",
+                           "credential", "credentials", "pfx", "privatekey"})
+_SECRET_LAST_WORDS = frozenset({"key", "certificate", "cert", "sas", "connectionstring"})
+_CONTENT_WORDS = frozenset({"data", "blob", "bytes", "content", "value", "raw", "file"})
+
+
+def _words(name: str) -> list[str]:
+    """A parameter name's words: ``TlsSenderCertificateName`` -> tls, sender, certificate, name."""
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)]
+
+
+def is_secret_parameter(name: str) -> bool:
+    """Whether a cmdlet parameter's name suggests its value is a secret (a password, a key, a
+    certificate's content); a certificate's *name* (TlsCertificateName) is not one."""
+    words = _words(name)
+    if not words:
+        return False
+    return (any(w in _SECRET_WORDS for w in words) or words[-1] in _SECRET_LAST_WORDS
+            or ("certificate" in words[:-1] and words[-1] in _CONTENT_WORDS))
+
+
+def redact_parameters(parameters: Any) -> Any:
+    """Audit-record ``Parameters`` ([{Name, Value}]) with the values of secret parameters
+    replaced by REDACTED; anything else is returned unchanged."""
+    if not isinstance(parameters, list):
+        return parameters
+    return [dict(p, Value=REDACTED) if isinstance(p, dict) and isinstance(p.get("Name"), str)
+            and is_secret_parameter(p["Name"]) and p.get("Value") not in (None, "") else p
+            for p in parameters]
+
+
+def _parameter_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminOperation:
+    """One admin operation read from an audit record, whichever shape it came in: who ran which
+    cmdlet on which object, when, from which client IP and app, with which parameters (the
+    values of secret ones redacted)."""
+
+    operation: str
+    user: str
+    when: datetime
+    object_id: str
+    client_ip: str
+    app: str
+    parameters: tuple[tuple[str, str], ...]
+    succeeded: bool | None  # None: the record does not say
+    external: bool  # run by Microsoft personnel or a delegated (partner) administrator
+    record_type: str
+    record_id: str
+    record: UnifiedAuditRecord = field(repr=False, compare=False)
+    details: str  # the JSON pointer of the record's AuditData
+    embedded: bool  # AuditData is JSON text (a pointer cannot reach inside it)
+
+    @property
+    def is_exchange_admin(self) -> bool:
+        """ExchangeAdmin, or a record that does not say its type (the query asked for that type)."""
+        return self.record_type in ("", EXCHANGE_ADMIN)
+
+    def parameter(self, name: str) -> str | None:
+        return next((v for n, v in self.parameters if n.lower() == name.lower()), None)
+
+    def ref(self, name: str, observed: Any = None, note: str | None = None) -> EvidenceRef:
+        """Evidence for one AuditData property (``observed`` as shown, e.g. redacted)."""
+        if self.embedded:
+            inside = f"{name} inside the AuditData JSON text"
+            return EvidenceRef(self.record.source.file, self.details, observed, name,
+                               f"{inside}; {note}" if note else inside)
+        return EvidenceRef(self.record.source.file, f"{self.details}/{pointer_escape(name)}",
+                           observed, name, note)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnifiedAuditRecord(ExoObject):
+    """One unified audit log record, as ``Search-UnifiedAuditLog`` writes it (RecordType,
+    CreationDate, UserIds, Operations, and AuditData: the details as a JSON *string*) or as
+    Microsoft Graph's audit log query returns it (an auditLogRecord: createdDateTime, operation,
+    userPrincipalName, objectId, clientIp, and auditData: the same details as an object).
+
+    ``admin_operation()`` reads either shape, or says in a Rejected why the record cannot be read.
+    """
+
+    CMDLET: ClassVar[str] = "Search-UnifiedAuditLog"
+    Identity: str | None = prop()
+    RecordType: str | None = prop()
+    UserIds: str | None = prop()
+    Operations: str | None = prop()
+    id: str | None = prop()
+    auditLogRecordType: str | None = prop()
+    operation: str | None = prop()
+    userPrincipalName: str | None = prop()
+    objectId: str | None = prop()
+    clientIp: str | None = prop()
+
+    @property
+    def display_name(self) -> str:
+        return self.Identity or self.id or self.source.pointer or "/"
+
+    def _rejected(self, pointer: str, observed: Any, reason: str) -> Rejected:
+        return Rejected(self.source, f"audit record {self.display_name}", reason, pointer, observed)
+
+    def admin_operation(self) -> AdminOperation | Rejected:
+        key = _actual_key(self.raw, "AuditData")
+        pointer = f"{self.source.pointer}/{pointer_escape(key)}"
+        raw = self.raw.get(key)
+        details: Any = raw
+        if isinstance(raw, str):
+            try:
+                details = json.loads(raw)
+            except ValueError as exc:
+                return self._rejected(pointer, raw, f"AuditData is not valid JSON ({exc})")
+        if not isinstance(details, dict):
+            what = "missing" if details is None else "not an object"
+            return self._rejected(pointer, raw, f"AuditData is {what}: the operation's object, "
+                                                "parameters and client cannot be read")
+        try:
+            return self._operation(details, pointer, embedded=isinstance(raw, str))
+        except ValueError as exc:
+            return self._rejected(pointer, raw, f"AuditData: {exc}")
+
+    def _operation(self, details: Mapping[str, Any], pointer: str, *, embedded: bool) -> AdminOperation:
+        """Raises ValueError naming the property that cannot be read."""
+        def text(name: str, *fallbacks: Any) -> str:
+            for value in (details.get(name), *fallbacks):
+                try:
+                    converted = values.to_str(value)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+                if converted:
+                    return converted.strip()
+            return ""
+
+        stamp = next((v for v in (details.get("CreationTime"), self.raw.get(
+            _actual_key(self.raw, "createdDateTime")), self.raw.get(_actual_key(self.raw, "CreationDate")))
+            if v not in (None, "")), None)
+        try:
+            when = values.to_datetime(stamp)
+        except ValueError as exc:
+            raise ValueError(f"CreationTime: {exc}") from None
+        if when is None:
+            raise ValueError("the record holds no time (CreationTime)")
+        operation = text("Operation", self.operation, self.Operations)
+        if not operation:
+            raise ValueError("the record names no operation")
+        listed = details.get("Parameters")
+        if listed is None:
+            listed = []
+        if not isinstance(listed, list) or not all(isinstance(p, dict) for p in listed):
+            raise ValueError("Parameters is not a list of {Name, Value} objects")
+        parameters = tuple(
+            (str(p.get("Name") or ""), REDACTED if is_secret_parameter(str(p.get("Name") or ""))
+             and p.get("Value") not in (None, "") else _parameter_text(p.get("Value")))
+            for p in listed)
+        status = text("ResultStatus").lower()
+        record_type = text("RecordType", self.RecordType, self.auditLogRecordType)
+        try:
+            external = bool(values.to_bool(details.get("ExternalAccess")))
+        except ValueError as exc:
+            raise ValueError(f"ExternalAccess: {exc}") from None
+        return AdminOperation(
+            operation=operation,
+            user=text("UserId", self.userPrincipalName, self.UserIds),
+            when=when,
+            object_id=text("ObjectId", self.objectId),
+            client_ip=text("ClientIP", self.clientIp),
+            app=text("AppId", details.get("ClientAppId")),
+            parameters=parameters,
+            succeeded=(True if status in ("true", "succeeded", "partiallysucceeded")
+                       else False if status in ("false", "failed") else None),
+            external=external,
+            record_type=EXCHANGE_ADMIN if record_type.lower() in _EXCHANGE_ADMIN_TYPES else record_type,
+            record_id=text("Id", self.Identity, self.id),
+            record=self,
+            details=pointer,
+            embedded=embedded,
+        )
+
+
 Model = typing.TypeVar("Model", bound=ExoObject)
 
 
@@ -790,3 +1025,73 @@ def _label(data: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return "(unnamed object)"
+
+
+# --- SMTP probe (folder probe/): what `mailflow-audit probe` recorded ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStep:
+    """One exchange of a probe's SMTP conversation: the command sent (None for the greeting and
+    for a step that failed before any reply) and the reply, with where it sits in the file."""
+
+    index: int
+    stage: str
+    command: str | None
+    code: int | None
+    reply: str | None
+    source: SourceRef
+
+    def ref(self, note: str | None = None) -> EvidenceRef:
+        return EvidenceRef(self.source.file, f"{self.source.pointer}/Reply", self.reply, "Reply",
+                           note or self.stage)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeTranscript(ExoObject):
+    """One run of ``mailflow-audit probe``: where it connected, as whom, the TLS session, and the
+    conversation in ``Steps`` (read with :meth:`steps`); ``Error`` says why it stopped early."""
+
+    CMDLET: ClassVar[str] = "Probe-SMTP"
+    Tool: str | None = prop()
+    Domain: str | None = prop()
+    Host: str | None = prop()
+    Port: int | None = prop()
+    PeerAddress: str | None = prop()
+    HeloName: str | None = prop()
+    MailFrom: str | None = prop()
+    Recipient: str | None = prop()
+    SendCanary: bool | None = prop()
+    CanaryId: str | None = prop()
+    StartedAt: datetime | None = prop()
+    FinishedAt: datetime | None = prop()
+    TlsVersion: str | None = prop()
+    TlsCipher: str | None = prop()
+    TlsPeerSubject: str | None = prop()
+    Error: str | None = prop()
+    ErrorStage: str | None = prop()
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.Recipient or '?'} via {self.Host or '?'}"
+
+    def steps(self) -> tuple[ProbeStep, ...]:
+        """The recorded conversation; ValueError (naming the JSON pointer) if it cannot be read."""
+        key = _actual_key(self.raw, "Steps")
+        listed = self.raw.get(key)
+        base = f"{self.source.pointer}/{pointer_escape(key)}"
+        if not isinstance(listed, list):
+            raise ValueError(f"{base}: Steps is not a list")
+        steps = []
+        for index, item in enumerate(listed):
+            where = f"{base}/{index}"
+            if not isinstance(item, dict) or not isinstance(item.get("Stage"), str):
+                raise ValueError(f"{where}: a step is not an object with a Stage")
+            try:
+                code = values.to_int(item.get("Code"))
+                command, reply = values.to_str(item.get("Command")), values.to_str(item.get("Reply"))
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            steps.append(ProbeStep(index, item["Stage"], command, code, reply,
+                                   SourceRef(self.source.file, where)))
+        return tuple(steps)

@@ -440,7 +440,7 @@ MS_SPF = Reference(
 )
 
 
-def _spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
+def spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
     """The domain's SPF tree from recorded answers, and whether every lookup was recorded
     (evaluated once per recorded domain, however many checks ask)."""
     return dd.derived(SPF_TREE, _evaluate_spf_tree)
@@ -468,7 +468,7 @@ def _spf_ready(ctx: CheckContext, check_id: str) -> Iterator[tuple[str, DomainDn
         if dd is None:
             yield _not_recorded(name, check_id)
             continue
-        tree, complete = _spf_tree(dd)
+        tree, complete = spf_tree(dd)
         if not complete:
             yield result(Status.NOT_EVALUATED, f"domain {name}", "not evaluated: the recorded DNS "
                          "lacks lookups the SPF tree needs (collected by an older version?)",
@@ -628,7 +628,9 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
                          "and authorises no wide range of its own", _spf_ref(dd), key=name)
 
 
-def _outbound_via_gateway(ctx: CheckContext) -> OutboundConnector | None:
+def outbound_via_gateway(ctx: CheckContext) -> OutboundConnector | None:
+    """The enabled outbound connector that sends all mail (``*``, not rule-scoped) to the
+    gateway's smart hosts, if there is one (the caller declared Get-OutboundConnector)."""
     for conn in ctx.outbound_connectors:
         if conn.Enabled is not True or conn.IsTransportRuleScoped:
             continue
@@ -666,7 +668,7 @@ def _outbound_via_gateway(ctx: CheckContext) -> OutboundConnector | None:
     ),
 )
 def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
-    connector = _outbound_via_gateway(ctx)
+    connector = outbound_via_gateway(ctx)
     if connector is None:
         yield result(Status.PASS, "outbound connectors", "no enabled outbound connector sends all "
                      f"mail through {ctx.gateway.names}: SPF is not compared with it",
@@ -684,7 +686,7 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
             yield result(Status.NOT_EVALUATED, resource, f"not evaluated: SPF does not evaluate "
                          f"({tree.result}: {tree.problem}; see DNS-003)", _spf_ref(dd), key=name)
             continue
-        if _authorises_nobody(tree):
+        if authorises_nobody(tree):
             yield result(Status.PASS, resource, f"SPF authorises no sender ({tree.record}): the "
                          "domain sends no mail, so there is no outbound path to match",
                          _spf_ref(dd), key=name)
@@ -714,7 +716,7 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
                          _spf_ref(dd), key=name)
 
 
-def _authorises_nobody(tree: SpfTree) -> bool:
+def authorises_nobody(tree: SpfTree) -> bool:
     """``v=spf1 -all`` and the like: no network, no name that could authorise a sender."""
     return (not any(n.qualifier == "+" for n in tree.networks)
             and not any(t.kind in ("include", "redirect", "a", "mx", "exists", "ptr", "macro")

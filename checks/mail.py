@@ -39,6 +39,12 @@ _RECEIVED = re.compile(r"^\s*from\s+(?P<from>\S+)(?P<between>.*?)\bby\s+(?P<by>[
                        re.IGNORECASE | re.DOTALL)
 _PAREN = re.compile(r"\(([^()]*)\)")
 _NO_IP = "255.255.255.255"  # EOP's CIP for mail it did not receive over SMTP from outside
+# collect --mailboxes records the API on each row (auditor/mailbox.py); unmarked rows were read
+# over EWS.
+THROUGH_GRAPH = "graph"
+NO_GRAPH_HEADERS = (
+    "; Microsoft Graph returned no internetMessageHeaders for it: a message without transport "
+    "headers has none, and an app holding Mail.ReadBasic.All rather than Mail.Read may get none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +185,13 @@ def delivered_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     profiles = ctx.gateway.active
     ranges_known = any(p.range_groups and any(g.ranges for g in p.range_groups) for p in profiles)
     counts: dict[str, Counter[str]] = {}
+    through_graph: set[str] = set()
     read_any = False
     for row in rows:
         mailbox = row.Mailbox or "unknown mailbox"
         tally = counts.setdefault(mailbox, Counter())
+        if _read_through_graph(row):
+            through_graph.add(mailbox)
         if row.CollectionState:
             if row.CollectionState.lower() != "empty":
                 yield result(Status.NOT_EVALUATED, f"mailbox {mailbox}",
@@ -199,8 +208,9 @@ def delivered_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     for mailbox, tally in counts.items():
         if tally:
             parts = [f"{n} {what}" for what, n in sorted(tally.items())]
+            api = " (read through Microsoft Graph)" if mailbox in through_graph else ""
             yield result(Status.PASS, f"mailbox {mailbox}",
-                         f"of the sampled messages: {', '.join(parts)}",
+                         f"of the sampled messages{api}: {', '.join(parts)}",
                          EvidenceRef(HEADERS_FILE, "", sum(tally.values()), note=mailbox),
                          key=f"mailbox:{mailbox}", summary=True)
     if not read_any:
@@ -211,6 +221,10 @@ def delivered_around_gateway(ctx: CheckContext) -> Iterator[Result]:
 
 
 SKIP_LISTED = "x-ms-exchange-skiplistedinternetsender"
+
+
+def _read_through_graph(row: MessageHeaders) -> bool:
+    return str(row.raw.get("CollectedThrough") or "").lower() == THROUGH_GRAPH
 
 
 def _judge(ctx: CheckContext, row: MessageHeaders, profiles: Sequence[GatewayProfile],
@@ -238,6 +252,8 @@ def _judge(ctx: CheckContext, row: MessageHeaders, profiles: Sequence[GatewayPro
         missing += (", and CIP names the sender before a skip-listed hop (Enhanced Filtering)"
                     if cip and skip_listed else ", and no X-Forefront-Antispam-Report CIP"
                     if not cip else f", and CIP {cip!r} is not an IP")
+        if not row.HeaderNames and _read_through_graph(row):
+            missing += NO_GRAPH_HEADERS
         return result(Status.NOT_EVALUATED, resource,
                       f"not evaluated: the headers do not say who connected ({missing})",
                       row.ref("AntispamReport"), row.ref("Received"), key=key)

@@ -55,7 +55,13 @@ MITRE_HIDING_RULES = Reference(
 
 MAILBOXES = "Get-Mailbox"
 INBOX_RULES = "Get-InboxRule"
-EWS_INBOX_RULES = "Mailbox-InboxRules"  # the same rules read over EWS (auditor/mailbox.py)
+EWS_INBOX_RULES = "Mailbox-InboxRules"  # the same rules read over EWS or Graph (auditor/mailbox.py)
+# Rows of Mailbox-InboxRules say which API read them; files written before Graph support do
+# not, and were read over EWS.
+THROUGH_GRAPH = "graph"
+HIDDEN_RULES = ("hidden inbox rules (rules hidden from Outlook and OWA, for instance by clearing "
+                "PR_RULE_MSG_PROVIDER, a known attacker trick)")
+LIST_HIDDEN = "Get-InboxRule -Mailbox <mailbox> -IncludeHidden lists them"
 ACCEPTED_DOMAINS = "Get-AcceptedDomain"
 
 # Folders a user rarely opens, where hiding rules park what the owner must not see
@@ -347,15 +353,22 @@ def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
     ews_rules = _ews_rules_of_other_mailboxes(ctx, rules, directory)
     rules += ews_rules
     owners = {(r.MailboxOwnerId or "").lower() for r in rules if r.MailboxOwnerId}
+    through_graph = sum(1 for r in ews_rules if read_through_graph(r))
+    read_by = ([f"{len(ews_rules) - through_graph} of them read over EWS"] if len(ews_rules) > through_graph
+               else []) + ([f"{through_graph} through Microsoft Graph"] if through_graph else [])
+    graph_read = _mailboxes_read_through_graph(ctx)
+    graph_note = (f"; Microsoft Graph, which read the rules of {graph_read} mailboxes, does not return "
+                  f"{HIDDEN_RULES}: {LIST_HIDDEN}" if graph_read else "")
     coverage = (f"the export holds {len(rules)} inbox rules of {len(owners)} mailboxes"
-                + (f" ({len(ews_rules)} of them read over EWS)" if ews_rules else "")
+                + (f" ({', '.join(read_by)})" if read_by else "")
                 + (f" (Get-Mailbox lists {len(mailboxes)})" if mailboxes else "")
                 + "; only those were examined: mailboxes whose rules were not exported, and "
-                "hidden rules (Get-InboxRule -IncludeHidden), were not")
+                "hidden rules (Get-InboxRule -IncludeHidden), were not" + graph_note)
     if not rules:
         yield result(Status.NOT_EVALUATED, "inbox rules",
                      "not evaluated: the export holds no inbox rules at all; Get-InboxRule reads "
-                     "one mailbox at a time, so the export most likely did not cover the mailboxes",
+                     "one mailbox at a time, so the export most likely did not cover the mailboxes"
+                     + graph_note,
                      EvidenceRef(file=f"exo/{INBOX_RULES}.json", pointer="", observed=0), key="none")
         return
     flagged = 0
@@ -391,6 +404,21 @@ def _ews_rules_of_other_mailboxes(ctx: CheckContext, rules: tuple[InboxRule, ...
                  if r.Name is not None and owner(r) not in exported)
 
 
+def read_through_graph(rule: InboxRule) -> bool:
+    """Whether collect --mailboxes read this row through Microsoft Graph (not EWS)."""
+    return str(rule.raw.get("CollectedThrough") or "").lower() == THROUGH_GRAPH
+
+
+def _mailboxes_read_through_graph(ctx: CheckContext) -> int:
+    """How many mailboxes' rules Graph read: their rules' rows, and the row of each mailbox
+    read without rules (a mailbox Graph could not read does not count)."""
+    if not ctx.available(EWS_INBOX_RULES):
+        return 0
+    return len({str(r.raw.get("Mailbox") or r.MailboxOwnerId or "").lower()
+                for r in ctx.objects(EWS_INBOX_RULES, InboxRule)
+                if read_through_graph(r) and str(r.raw.get("CollectionState") or "empty") == "empty"})
+
+
 def _rule_result(rule: InboxRule, found: RuleFindings, directory: MailboxDirectory) -> Result:
     owner = rule.MailboxOwnerId or (rule.Identity or "").split("\\", 1)[0] or "unknown"
     owner_mailbox = directory.find(owner)
@@ -403,6 +431,10 @@ def _rule_result(rule: InboxRule, found: RuleFindings, directory: MailboxDirecto
                 "-Confirm:$false")
     whose = f"in the mailbox of {mailbox_label(owner_mailbox)}: " if owner_mailbox else ""
     message = whose + "; ".join(found.parts)
+    if read_through_graph(rule):
+        message += (f" (read through Microsoft Graph, which does not return {HIDDEN_RULES}: "
+                    f"Get-InboxRule -Mailbox {ps_literal(shown)} -IncludeHidden may list more in this "
+                    "mailbox)")
     if rule.Enabled is False:
         return result(Status.WARN, resource, f"disabled, so it does nothing now: {message}",
                       rule.ref("Enabled"), *found.evidence, severity=Severity.LOW, key=key, fix=fix)

@@ -1,9 +1,11 @@
 """Bypass vectors: organisation-wide settings and Microsoft's own domains that let mail in as, or
-for, the organisation without passing the gateway."""
+for, the organisation without passing the gateway; and the audit settings that decide whether
+such changes leave a trace."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from auditor.context import CheckContext
 from auditor.engine import (
@@ -17,7 +19,16 @@ from auditor.engine import (
     ps_literal,
     result,
 )
-from auditor.models import AcceptedDomain, Mailbox, TransportConfig
+from auditor.evidence import evidence_path
+from auditor.models import (
+    AcceptedDomain,
+    AdminAuditLogConfig,
+    EvidenceRef,
+    Mailbox,
+    MailboxAuditBypassAssociation,
+    ManagementRoleAssignment,
+    TransportConfig,
+)
 
 from ._analysis import ConnectorLock, RuleLock, api_only, connector_lock, lockdown_command, rule_lock
 
@@ -349,8 +360,247 @@ def smtp_auth(ctx: CheckContext) -> Iterator[Result]:
                      config.ref("SmtpClientAuthenticationDisabled"), key="transport", fix=SMTP_AUTH_FIX)
 
 
+# --- ORG-003: audit logging off or bypassed ---------------------------------------------------
+
+AUDIT_CONFIG = "Get-AdminAuditLogConfig"
+BYPASS = "Get-MailboxAuditBypassAssociation"
+ORG_CONFIG = "Get-OrganizationConfig"
+ROLE_ASSIGNMENTS = "Get-ManagementRoleAssignment"
+UAL_FIX = "Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $true"
+MAILBOX_AUDIT_FIX = "Set-OrganizationConfig -AuditDisabled $false"
+MS_AUDIT_ON_OFF = Reference(
+    "Microsoft Purview: Turn auditing on or off (read the value in Exchange Online PowerShell)",
+    "https://learn.microsoft.com/purview/audit-log-enable-disable",
+)
+MS_GET_ADMIN_AUDIT_LOG_CONFIG = Reference(
+    "Microsoft: Get-AdminAuditLogConfig (UnifiedAuditLogIngestionEnabled is always False in "
+    "Security & Compliance PowerShell)",
+    "https://learn.microsoft.com/powershell/module/exchangepowershell/get-adminauditlogconfig",
+)
+MS_MAILBOX_AUDITING = Reference(
+    "Microsoft Purview: Manage mailbox auditing (AuditDisabled, bypass associations)",
+    "https://learn.microsoft.com/purview/audit-mailboxes",
+)
+MS_SET_AUDIT_BYPASS = Reference(
+    "Microsoft: Set-MailboxAuditBypassAssociation",
+    "https://learn.microsoft.com/powershell/module/exchangepowershell/set-mailboxauditbypassassociation",
+)
+MITRE_CLOUD_LOGS = Reference(
+    "MITRE ATT&CK: Disable or Modify Cloud Logs (T1685.002, formerly T1562.008)",
+    "https://attack.mitre.org/techniques/T1562/008/",
+)
+SCUBA_EXO = Reference(
+    "CISA ScubaGear: Exchange Online baseline (MS.EXO.13.1v1 mailbox auditing)",
+    "https://github.com/cisagov/ScubaGear/blob/main/PowerShell/ScubaGear/baselines/exo.md",
+)
+SCUBA_SECURITY_SUITE = Reference(
+    "CISA ScubaGear: Security Suite baseline (MS.SECURITYSUITE.5.1v1 unified audit logging)",
+    "https://github.com/cisagov/ScubaGear/blob/main/PowerShell/ScubaGear/baselines/securitysuite.md",
+)
+SC_CAVEAT = (
+    "Microsoft notes the value is accurate only in Exchange Online PowerShell: in Security & "
+    "Compliance PowerShell (Connect-IPPSSession) it is always False. The export script and live "
+    "collection read it through Exchange Online; if this file was written in a Security & "
+    "Compliance session, confirm with Get-AdminAuditLogConfig in Exchange Online PowerShell or on "
+    "the Purview Audit page before acting"
+)
+# Roles that come with every mailbox through role assignment policies, not admin rights.
+END_USER_ROLE_PREFIX = "my"
+
+
+@check(
+    id="ORG-003",
+    title="Audit logging is off or bypassed, so changes to mail flow leave no trace",
+    severity=Severity.HIGH,
+    rationale=(
+        "The audit log is what says who disabled the gateway's connector, added an SCL -1 rule, "
+        "widened an allow list or forwarded a mailbox, and when. With unified audit log ingestion "
+        "off, none of those admin changes and no user activity can be searched or reach a SIEM "
+        "through the Management Activity API. With AuditDisabled true, mailbox auditing is off "
+        "for every mailbox: mail read, sent as, deleted and inbox rules changed are not recorded. "
+        "An account with an audit bypass association acts in every mailbox it can open, its own "
+        "and others' through FullAccess, SendAs or admin search, without a mailbox audit record. "
+        "Attackers switch these off after taking over an admin account (ATT&CK: Disable or "
+        "Modify Cloud Logs). Using them needs admin rights, but once set they hide everything "
+        "that follows."
+    ),
+    remediation=Remediation(
+        "Turn unified audit logging and organisation-wide mailbox auditing back on, remove the "
+        "audit bypass of every account, then search the audit log for who changed these settings "
+        "(Set-AdminAuditLogConfig, Set-OrganizationConfig, Set-MailboxAuditBypassAssociation) and "
+        "review what that account changed afterwards. Keep a bypass only for a trusted service "
+        "account whose product requires it, and review it regularly, as Microsoft asks.",
+        UAL_FIX + "\n" + MAILBOX_AUDIT_FIX + "\n"
+        "Get-MailboxAuditBypassAssociation -ResultSize Unlimited | Where-Object { $_.AuditBypassEnabled } "
+        "| Format-Table Name,WhenChanged\n"
+        'Set-MailboxAuditBypassAssociation -Identity "<account>" -AuditBypassEnabled $false',
+    ),
+    # The organisation config is in every export; the audit cmdlets joined the export script
+    # later, so each is optional and judged only from its own evidence.
+    requires=(ORG_CONFIG,),
+    uses=(AUDIT_CONFIG, BYPASS, ROLE_ASSIGNMENTS),
+    references=(MS_AUDIT_ON_OFF, MS_GET_ADMIN_AUDIT_LOG_CONFIG, MS_MAILBOX_AUDITING, MS_SET_AUDIT_BYPASS,
+                MITRE_CLOUD_LOGS, SCUBA_EXO, SCUBA_SECURITY_SUITE),
+    mappings=Mappings(attack=("T1685.002", "T1562.008"), cis=("3.1.1", "6.1.1", "6.1.3"),
+                      scuba=("MS.EXO.13.1v1", "MS.SECURITYSUITE.5.1v1", "MS.EXO.17.1v1",
+                             "MS.DEFENDER.6.1v1")),
+    legitimate=(
+        "Microsoft's defaults: unified audit logging on, mailbox auditing on for the organisation "
+        "(AuditDisabled false) and no account bypassing it. Microsoft documents bypass for trusted "
+        "service accounts of applications that open mailboxes very often (archiving, backup), to "
+        "cut noise, and warns that such an account then reads and deletes unlogged in every "
+        "mailbox it can open; the evidence cannot tell such an account from any other, so each "
+        "bypass is reported, medium unless the account holds admin roles, for its owner to confirm."
+    ),
+)
+def audit_logging(ctx: CheckContext) -> Iterator[Result]:
+    yield _unified_audit_log(ctx)
+    yield _organisation_mailbox_auditing(ctx)
+    yield from _audit_bypass(ctx)
+
+
+def _absent(ctx: CheckContext, key: str, what: str) -> Result:
+    state = ctx.evidence_state(key)
+    return result(Status.NOT_EVALUATED, key, f"not evaluated: {key} is {state}, so {what} was not judged",
+                  EvidenceRef(file=evidence_path(key), pointer="", note=state), key=f"evidence:{key}")
+
+
+def _changed(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    utc = when.astimezone(UTC) if when.tzinfo else when
+    return f" (last changed {utc:%Y-%m-%d %H:%M} UTC)"
+
+
+def _unified_audit_log(ctx: CheckContext) -> Result:
+    if not ctx.available(AUDIT_CONFIG):
+        return _absent(ctx, AUDIT_CONFIG, "whether unified audit logging is on")
+    configs = ctx.objects(AUDIT_CONFIG, AdminAuditLogConfig)
+    if not configs:
+        return result(Status.NOT_EVALUATED, "unified audit log",
+                      f"not evaluated: {AUDIT_CONFIG} holds no readable object, though every "
+                      "organisation has one", EvidenceRef(file=evidence_path(AUDIT_CONFIG), pointer="",
+                                                          observed=0), key="ual")
+    config = configs[0]
+    value = config.UnifiedAuditLogIngestionEnabled
+    evidence = [config.ref("UnifiedAuditLogIngestionEnabled")]
+    if config.WhenChanged:
+        evidence.append(config.ref("WhenChanged"))
+    if value is None:
+        return result(Status.NOT_EVALUATED, "unified audit log",
+                      "not evaluated: the export does not contain UnifiedAuditLogIngestionEnabled",
+                      *evidence, key="ual")
+    if value:
+        return result(Status.PASS, "unified audit log",
+                      "unified audit log ingestion is on: admin changes and user activity are recorded",
+                      *evidence, key="ual")
+    return result(Status.FAIL, "unified audit log",
+                  f"unified audit log ingestion is off (UnifiedAuditLogIngestionEnabled false)"
+                  f"{_changed(config.WhenChanged)}: changes to connectors, transport rules, filter "
+                  "policies and forwarding, and every user's activity, are not recorded for audit log "
+                  "search, the Management Activity API or a SIEM. " + SC_CAVEAT,
+                  *evidence, key="ual", fix=UAL_FIX)
+
+
+def _organisation_mailbox_auditing(ctx: CheckContext) -> Result:
+    org = ctx.organization_config
+    if org is None:
+        return result(Status.NOT_EVALUATED, "mailbox auditing",
+                      f"not evaluated: {ORG_CONFIG} holds no readable organization config object",
+                      EvidenceRef(file=evidence_path(ORG_CONFIG), pointer="", observed=0),
+                      key="mailbox-audit")
+    resource = f"mailbox auditing for organization {org.display_name}"
+    if org.AuditDisabled is None:
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export does not contain AuditDisabled", org.ref("AuditDisabled"),
+                      key="mailbox-audit")
+    if not org.AuditDisabled:
+        return result(Status.PASS, resource,
+                      "mailbox auditing is on by default for every mailbox (AuditDisabled false)",
+                      org.ref("AuditDisabled"), key="mailbox-audit")
+    return result(Status.FAIL, resource,
+                  "mailbox auditing is off for the whole organisation (AuditDisabled true): no mailbox "
+                  "action is recorded, whatever a mailbox's AuditEnabled says, so mail read, sent as "
+                  "or deleted and inbox rules created by an intruder leave no trace",
+                  org.ref("AuditDisabled"), key="mailbox-audit", fix=MAILBOX_AUDIT_FIX)
+
+
+def _audit_bypass(ctx: CheckContext) -> Iterator[Result]:
+    if not ctx.available(BYPASS):
+        yield _absent(ctx, BYPASS, "whether any account bypasses mailbox auditing")
+        return
+    accounts = ctx.objects(BYPASS, MailboxAuditBypassAssociation)
+    if not accounts:
+        yield result(Status.NOT_EVALUATED, "mailbox audit bypass",
+                     f"not evaluated: {BYPASS} holds no account; it lists one entry per account, "
+                     "bypassed or not, so the accounts were not exported",
+                     EvidenceRef(file=evidence_path(BYPASS), pointer="", observed=0), key="bypass")
+        return
+    roles = (ctx.objects(ROLE_ASSIGNMENTS, ManagementRoleAssignment)
+             if ctx.available(ROLE_ASSIGNMENTS) else None)
+    unknown = [a for a in accounts if a.AuditBypassEnabled is None]
+    bypassed = [a for a in accounts if a.AuditBypassEnabled]
+    for account in unknown:
+        yield result(Status.NOT_EVALUATED, f"account {account.display_name}",
+                     "not evaluated: the export does not contain AuditBypassEnabled for this account",
+                     account.ref("AuditBypassEnabled"), key=account.Identity or account.display_name)
+    for account in bypassed:
+        yield _bypass_result(ctx, account, roles)
+    if not bypassed and not unknown:
+        yield result(Status.PASS, "mailbox audit bypass",
+                     f"none of the {len(accounts)} accounts listed bypasses mailbox audit logging",
+                     EvidenceRef(file=evidence_path(BYPASS), pointer="", observed=len(accounts)),
+                     key="bypass", summary=True)
+
+
+def _admin_roles(account: MailboxAuditBypassAssociation,
+                 roles: tuple[ManagementRoleAssignment, ...]) -> list[ManagementRoleAssignment]:
+    """Enabled admin role assignments made to the account itself (not through a role group)."""
+    names = {n.strip().lower() for n in (account.Name, account.Identity) if n and n.strip()}
+    return [r for r in roles
+            if r.Enabled is not False and r.Role
+            and not r.Role.lower().startswith(END_USER_ROLE_PREFIX)
+            and {(r.RoleAssignee or "").lower(), (r.RoleAssigneeName or "").lower()} & names]
+
+
+def _bypass_result(ctx: CheckContext, account: MailboxAuditBypassAssociation,
+                   roles: tuple[ManagementRoleAssignment, ...] | None) -> Result:
+    name = account.display_name
+    evidence = [account.ref("AuditBypassEnabled")]
+    if account.WhenChanged:
+        evidence.append(account.ref("WhenChanged"))
+    message = (f"mailbox audit logging is bypassed for {name} (AuditBypassEnabled true)"
+               f"{_changed(account.WhenChanged)}: nothing it does in any mailbox it can open, its "
+               "own or others' through FullAccess, SendAs or admin search, is recorded: reading, "
+               "sending as, deleting, changing inbox rules")
+    admin = _admin_roles(account, roles) if roles is not None else []
+    if admin:
+        severity = Severity.HIGH
+        held = ", ".join(sorted({r.Role or "" for r in admin}))
+        message += (f". It holds admin roles ({held}): an administrator whose mailbox actions are "
+                    "invisible")
+        evidence.extend(r.ref("Role") for r in admin)
+    else:
+        severity = Severity.MEDIUM
+        if roles is None:
+            message += (f". Whether it holds admin roles is unknown ({ROLE_ASSIGNMENTS} is "
+                        f"{ctx.evidence_state(ROLE_ASSIGNMENTS)}); it would be high if it does")
+        else:
+            message += (". No admin role is assigned to it directly (membership of role groups is "
+                        "not in the evidence)")
+        message += (". Microsoft documents bypass only for trusted service accounts that open "
+                    "mailboxes very often, such as an archiving or backup product's; if this is "
+                    "one, confirm it and review it regularly")
+    identity = account.Identity or account.Name or name
+    return result(Status.FAIL, f"account {name}", message, *evidence, severity=severity,
+                  key=identity,
+                  fix=f"Set-MailboxAuditBypassAssociation -Identity {ps_literal(identity)} "
+                      "-AuditBypassEnabled $false")
+
+
 CHECKS = (
     reject_direct_send,
     onmicrosoft_route,
     smtp_auth,
+    audit_logging,
 )

@@ -1,10 +1,17 @@
-"""Bypass vectors: anti-spam policies and allow lists that exempt senders from filtering, and
-the organisation-wide settings that let copies of mail leave (auto-forwarding, journaling)."""
+"""Bypass vectors: anti-spam policies, allow lists and advanced delivery overrides that exempt
+senders from filtering, and the organisation-wide settings that let copies of mail leave
+(auto-forwarding, journaling)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
 
 from auditor.context import CheckContext
 from auditor.engine import (
@@ -18,22 +25,28 @@ from auditor.engine import (
     ps_literal,
     result,
 )
+from auditor.errors import ProfileError
 from auditor.models import (
     EvidenceRef,
     HostedConnectionFilterPolicy,
     HostedContentFilterPolicy,
     HostedOutboundSpamFilterPolicy,
     JournalRule,
+    Mailbox,
     OutboundConnector,
+    PhishSimOverridePolicy,
+    PhishSimOverrideRule,
     RemoteDomain,
+    SecOpsOverridePolicy,
+    SecOpsOverrideRule,
     TenantAllowBlockListItem,
     TenantAllowBlockListSpoofItem,
     TransportConfig,
 )
-from auditor.netutil import IpRange
+from auditor.netutil import IpRange, IpSet
 from auditor.values import address_domain, sender_domain_entry, smtp_address
 
-from ._analysis import range_width_severity
+from ._analysis import range_width_severity, user_documented
 
 MS_CONNECTION_FILTER = Reference(
     "Microsoft: Configure connection filtering",
@@ -863,6 +876,472 @@ def external_journaling(ctx: CheckContext) -> Iterator[Result]:
     yield _journal_ndr(ctx)
 
 
+# --- POL-007: advanced delivery (phishing-simulation and SecOps mailbox overrides) ---------------
+
+PHISH_POLICIES = "Get-PhishSimOverridePolicy"
+PHISH_RULES = "Get-ExoPhishSimOverrideRule"
+SECOPS_POLICIES = "Get-SecOpsOverridePolicy"
+SECOPS_RULES = "Get-ExoSecOpsOverrideRule"
+MAILBOXES = "Get-Mailbox"
+VENDORS_FILE = "simulation_vendors.toml"
+
+_VENDOR_KEYS = {"id", "name", "notes", "ip_ranges", "domains"}
+_VENDOR_GROUP_KEYS = {"cidrs", "names", "source", "as_of", "confidence", "note"}
+_VENDOR_CONFIDENCE = {"vendor", "third-party"}
+_VENDOR_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_DOMAIN_NAME = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+@dataclass(frozen=True)
+class SimulationVendor:
+    """A phishing-simulation vendor's published sending addresses and domains."""
+
+    id: str
+    name: str
+    ranges: IpSet
+    domains: frozenset[str]
+    sources: tuple[str, ...]
+
+
+def _vendor_error(origin: str, message: str) -> ProfileError:
+    return ProfileError(f"simulation vendors {origin}: {message}")
+
+
+def _vendor_group(origin: str, where: str, group: Any, values_key: str) -> tuple[list[str], str]:
+    """One sourced group of a vendor (its values and source URL), validated."""
+    if not isinstance(group, dict) or set(group) - _VENDOR_GROUP_KEYS:
+        raise _vendor_error(origin, f"{where}: not a table, or unknown keys")
+    listed = group.get(values_key)
+    if not isinstance(listed, list) or not listed or not all(
+            isinstance(v, str) and v.strip() for v in listed):
+        raise _vendor_error(origin, f"{where}: {values_key} must be a non-empty list of strings")
+    source = group.get("source")
+    if not isinstance(source, str) or not source.startswith("https://"):
+        raise _vendor_error(origin, f"{where}: a https:// source URL is required")
+    if group.get("confidence") not in _VENDOR_CONFIDENCE:
+        raise _vendor_error(origin, f"{where}: confidence must be one of {sorted(_VENDOR_CONFIDENCE)}")
+    as_of = group.get("as_of")
+    if not isinstance(as_of, date):
+        try:
+            date.fromisoformat(str(as_of))
+        except ValueError:
+            raise _vendor_error(origin, f"{where}: as_of {as_of!r} is not an ISO date (the day the "
+                                        "source was read)") from None
+    return [v.strip() for v in listed], source
+
+
+def parse_simulation_vendors(data: Mapping[str, Any], origin: str) -> tuple[SimulationVendor, ...]:
+    """Validate the simulation-vendor document: every address and domain needs a source."""
+    if set(data) - {"schema_version", "vendors"}:
+        raise _vendor_error(origin, f"unknown keys {sorted(set(data) - {'schema_version', 'vendors'})}")
+    if data.get("schema_version") != 1:
+        raise _vendor_error(origin, "schema_version must be 1")
+    listed = data.get("vendors")
+    if not isinstance(listed, list) or not listed:
+        raise _vendor_error(origin, "vendors must be a non-empty array of tables")
+    vendors: list[SimulationVendor] = []
+    for index, entry in enumerate(listed):
+        where = f"vendors[{index}]"
+        if not isinstance(entry, dict) or set(entry) - _VENDOR_KEYS:
+            raise _vendor_error(origin, f"{where}: not a table, or unknown keys")
+        vendor_id, name = entry.get("id"), entry.get("name")
+        if not isinstance(vendor_id, str) or not _VENDOR_ID.match(vendor_id):
+            raise _vendor_error(origin, f"{where}: id must be lowercase letters, digits and dashes")
+        if any(v.id == vendor_id for v in vendors):
+            raise _vendor_error(origin, f"{where}: id {vendor_id!r} is used twice")
+        if not isinstance(name, str) or not name.strip():
+            raise _vendor_error(origin, f"{where}: name is required")
+        ranges: list[IpRange] = []
+        domains: set[str] = set()
+        sources: list[str] = []
+        for group_index, group in enumerate(entry.get("ip_ranges", [])):
+            cidrs, source = _vendor_group(origin, f"{where}.ip_ranges[{group_index}]", group, "cidrs")
+            try:
+                ranges.extend(IpRange.parse(c) for c in cidrs)
+            except ValueError as exc:
+                raise _vendor_error(origin, f"{where}.ip_ranges[{group_index}]: {exc}") from None
+            sources.append(source)
+        for group_index, group in enumerate(entry.get("domains", [])):
+            names, source = _vendor_group(origin, f"{where}.domains[{group_index}]", group, "names")
+            for domain in names:
+                if not _DOMAIN_NAME.match(domain.lower()):
+                    raise _vendor_error(origin, f"{where}.domains[{group_index}]: {domain!r} is not "
+                                                "a domain name")
+            domains.update(d.lower() for d in names)
+            sources.append(source)
+        if not ranges:
+            raise _vendor_error(origin, f"{where}: a vendor needs at least one sourced ip_ranges "
+                                        "group (advanced delivery matches on the sending IP)")
+        vendors.append(SimulationVendor(vendor_id, name.strip(), IpSet(ranges), frozenset(domains),
+                                        tuple(dict.fromkeys(sources))))
+    return tuple(vendors)
+
+
+@cache
+def simulation_vendors() -> tuple[SimulationVendor, ...]:
+    """The phishing-simulation vendors shipped with the package (read once, on first use)."""
+    origin = f"builtin:{VENDORS_FILE}"
+    text = resources.files("auditor").joinpath(VENDORS_FILE).read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _vendor_error(origin, f"not valid TOML: {exc}") from None
+    return parse_simulation_vendors(data, origin)
+
+
+def _has(obj: PhishSimOverrideRule, prop: str) -> bool:
+    """Whether the export holds the property at all (absent is unknown, not empty)."""
+    return any(key.lower() == prop.lower() for key in obj.raw)
+
+
+OverridePolicy = TypeVar("OverridePolicy", PhishSimOverridePolicy, SecOpsOverridePolicy)
+
+
+def _owning_policy(reference: str | None,
+                   policies: tuple[OverridePolicy, ...]) -> OverridePolicy | None:
+    """The policy a rule's ``Policy`` names (by identity, name or GUID), else the only one."""
+    wanted = (reference or "").strip().lower()
+    for policy in policies:
+        if wanted and wanted in {(v or "").lower() for v in (policy.Identity, policy.Name, policy.Guid)}:
+            return policy
+    return policies[0] if len(policies) == 1 else None
+
+
+@dataclass(frozen=True)
+class SenderRange:
+    """One SenderIpRanges entry of a phishing-simulation rule, and whose it is."""
+
+    text: str
+    whose: str
+    severity: Severity | None  # None: a known simulation vendor's, or documented by the user
+    unreadable: bool = False
+
+
+def _sender_range(ctx: CheckContext, text: str) -> SenderRange:
+    try:
+        rng = IpRange.parse(text)
+    except ValueError as exc:
+        return SenderRange(text, f"could not be read as an address or range ({exc})",
+                           Severity.MEDIUM, unreadable=True)
+    gateway = ctx.gateway
+    if gateway.covers(rng):
+        return SenderRange(text, f"is {gateway.names}'s delivery range: behind the gateway (without "
+                           "Enhanced Filtering) every message arrives from it, so anyone on the "
+                           "Internet who uses a listed domain skips filtering, which Microsoft's "
+                           "advanced delivery article warns against", Severity.CRITICAL)
+    owner = gateway.owner(rng)
+    if owner is not None and owner.deployment == "exchange-online":
+        return SenderRange(text, "is Exchange Online's own sending range: any Microsoft 365 tenant's "
+                           "mail that uses a listed domain skips filtering", Severity.CRITICAL)
+    vendor = next((v for v in simulation_vendors() if v.ranges.covers(rng)), None)
+    if vendor is not None:
+        return SenderRange(text, f"{vendor.name}'s published sending address", None)
+    documented = next((p for p in gateway.known if user_documented(p) and not gateway.is_active(p)
+                       and p.ip_set.covers(rng)), None)
+    if documented is not None:
+        return SenderRange(text, f"documented by the user as {documented.name} ({documented.origin})",
+                           None)
+    severity = max(Severity.HIGH, range_width_severity(rng), key=lambda s: s.rank)
+    size = f"/{rng.prefix_len}, {rng.size} address{'es' if rng.size > 1 else ''}"
+    if owner is not None:
+        return SenderRange(text, f"({size}) belongs to {owner.name}, a mail gateway that many "
+                           "organisations send through, not a simulation vendor", severity)
+    wider = next((v for v in simulation_vendors() if v.ranges.overlaps(rng)), None)
+    if wider is not None:
+        return SenderRange(text, f"({size}) holds {wider.name}'s published addresses but is wider; "
+                           "the rest belong to no known simulation vendor", severity)
+    return SenderRange(text, f"({size}) belongs to no known phishing-simulation vendor", severity)
+
+
+PHISH_SIM_SKIPS = ("spam and phishing filtering (high-confidence phishing included), ZAP, Safe Links "
+                   "blocking and Safe Attachments detonation, and raises no alert")
+
+
+def _phish_sim_inert(rule: PhishSimOverrideRule,
+                     policy: PhishSimOverridePolicy | None) -> tuple[str, EvidenceRef] | None:
+    """Why a phishing-simulation rule does not act on mail, or None when it does."""
+    if rule.Mode is not None and rule.Mode.lower() != "enforce":
+        return (f"its Mode is {rule.Mode}; only the Enforce rule acts (a PendingDeletion rule is "
+                "being removed)", rule.ref("Mode"))
+    if policy is not None and policy.Enabled is False:
+        return (f"the phishing simulation override policy {policy.display_name} is disabled",
+                policy.ref("Enabled"))
+    return None
+
+
+def _phish_sim_rule(ctx: CheckContext, rule: PhishSimOverrideRule,
+                    policy: PhishSimOverridePolicy | None) -> Result:
+    name = rule.display_name
+    resource = f"phishing simulation override rule {name}"
+    key = f"phishsim:{rule.Identity or name}"
+    if not _has(rule, "SenderIpRanges"):
+        return result(Status.NOT_EVALUATED, resource,
+                      "not evaluated: the export does not contain SenderIpRanges",
+                      rule.ref("SenderIpRanges"), key=key)
+    domains = ", ".join(rule.Domains) or "none"
+    ranges = [_sender_range(ctx, text) for text in rule.SenderIpRanges]
+    bad = [r for r in ranges if r.severity is not None]
+    evidence = (rule.ref("SenderIpRanges"), rule.ref("Domains"))
+    inert = _phish_sim_inert(rule, policy)
+    if inert is not None:
+        reason, ref = inert
+        would = (f"; were it in force, {len(bad)} of its {len(ranges)} sending IP entries would "
+                 "exempt senders that are no known simulation vendor: remove it") if bad else ""
+        return result(Status.PASS, resource, f"not in force: {reason}{would}", ref, *evidence,
+                      severity=Severity.INFO, key=key)
+    if not ranges or not rule.Domains:
+        missing = "sending IP" if not ranges else "domain"
+        return result(Status.PASS, resource,
+                      f"matches no message: it lists no {missing}, and Microsoft matches a simulation "
+                      "on a listed domain and a listed sending IP together", *evidence, key=key)
+    known = "; ".join(f"{r.text}: {r.whose}" for r in ranges if r.severity is None)
+    if not bad:
+        return result(Status.PASS, resource,
+                      f"every sending IP is a known phishing-simulation sender ({known}); mail from "
+                      f"them using the domains {domains} skips filtering, as advanced delivery "
+                      "intends", *evidence, key=key)
+    identity = rule.Identity or name
+    if len(bad) == len(ranges):
+        fix = f"Remove-ExoPhishSimOverrideRule -Identity {ps_literal(identity)} -Confirm:$false"
+    else:
+        fix = (f"Set-ExoPhishSimOverrideRule -Identity {ps_literal(identity)} -RemoveSenderIpRanges "
+               + ",".join(ps_literal(r.text) for r in bad))
+    details = "; ".join(f"{r.text} {r.whose}" for r in bad)
+    also = f" (known senders: {known})" if known else ""
+    scope = ("the policy it belongs to is not in the evidence, so it is judged as enabled; "
+             if policy is None else "")
+    return result(Status.WARN if all(r.unreadable for r in bad) else Status.FAIL, resource,
+                  f"{scope}mail from these sending IPs that uses one of the domains {domains} skips "
+                  f"{PHISH_SIM_SKIPS}: {details}{also}",
+                  *(rule.ref_item("SenderIpRanges", r.text) for r in bad), rule.ref("Domains"),
+                  severity=max((r.severity for r in bad if r.severity), key=lambda s: s.rank),
+                  key=key, fix=fix)
+
+
+def _phish_sim_results(ctx: CheckContext) -> Iterator[Result]:
+    policies = ctx.objects(PHISH_POLICIES, PhishSimOverridePolicy)
+    rules = ctx.objects(PHISH_RULES, PhishSimOverrideRule)
+    for rule in rules:
+        yield _phish_sim_rule(ctx, rule, _owning_policy(rule.Policy, policies))
+    if not rules:
+        alone = (f" (the policy {policies[0].display_name} exists without a rule)" if policies else "")
+        yield result(Status.PASS, "advanced delivery: phishing simulations",
+                     f"no phishing-simulation override rules exist{alone}: no sender skips filtering "
+                     "as a simulation", EvidenceRef(file=f"exo/{PHISH_RULES}.json", pointer="",
+                                                    observed=0),
+                     key="phishsim", summary=True)
+
+
+# Words that name a mailbox after security work (local part, alias, name or display name).
+_SECURITY_TOKENS = frozenset({"soc", "sec", "secops", "security", "infosec", "itsec", "cyber",
+                              "cybersecurity", "csirt", "cirt", "cert", "siem", "abuse", "phish",
+                              "phishing", "spam", "threat", "threats", "incident", "incidents"})
+_SECURITY_FRAGMENTS = ("secops", "security", "phish", "csirt", "infosec", "abuse")
+
+
+def _security_named(*names: str | None) -> str | None:
+    """The first name that says the mailbox is for security work, if any."""
+    for name in names:
+        if not name:
+            continue
+        local = name.lower().split("@", 1)[0]
+        tokens = re.split(r"[^a-z0-9]+", local)
+        if any(t in _SECURITY_TOKENS for t in tokens) or any(f in local for f in _SECURITY_FRAGMENTS):
+            return name
+    return None
+
+
+def _find_mailbox(mailboxes: tuple[Mailbox, ...], value: str) -> Mailbox | None:
+    """The mailbox a SentTo entry names (by address, alias, name or identity)."""
+    wanted = (smtp_address(value) or value).strip().lower()
+    for mailbox in mailboxes:
+        names = [mailbox.PrimarySmtpAddress, mailbox.UserPrincipalName, mailbox.Alias, mailbox.Name,
+                 mailbox.Identity, mailbox.Guid, mailbox.ExternalDirectoryObjectId,
+                 *(smtp_address(a) for a in mailbox.EmailAddresses)]
+        if wanted in {n.strip().lower() for n in names if n}:
+            return mailbox
+    return None
+
+
+SECOPS_SKIPS = ("all filtering, malware filtering and malware ZAP included, and Safe Links and Safe "
+                "Attachments do not block or detonate it")
+
+
+@dataclass
+class SecOpsEntry:
+    """One SecOps mailbox as the policy and rule list it."""
+
+    value: str
+    evidence: list[EvidenceRef]
+    policy: SecOpsOverridePolicy | None
+
+
+def _secops_entries(ctx: CheckContext) -> tuple[dict[str, SecOpsEntry], tuple[SecOpsOverridePolicy, ...]]:
+    policies = ctx.objects(SECOPS_POLICIES, SecOpsOverridePolicy)
+    entries: dict[str, SecOpsEntry] = {}
+
+    def add(value: str, ref: EvidenceRef, policy: SecOpsOverridePolicy | None) -> None:
+        entry = entries.setdefault((smtp_address(value) or value).strip().lower(),
+                                   SecOpsEntry(value, [], policy))
+        entry.evidence.append(ref)
+        entry.policy = entry.policy or policy
+
+    for policy in policies:
+        for value in policy.SentTo:
+            add(value, policy.ref_item("SentTo", value), policy)
+    for rule in ctx.objects(SECOPS_RULES, SecOpsOverrideRule):
+        if rule.Mode is not None and rule.Mode.lower() != "enforce":
+            continue  # being removed: it no longer acts
+        for value in rule.SentTo:
+            add(value, rule.ref_item("SentTo", value), _owning_policy(rule.Policy, policies))
+    return entries, policies
+
+
+def _secops_mailbox(ctx: CheckContext, entry: SecOpsEntry) -> Result:
+    value = entry.value
+    address = smtp_address(value)
+    resource = f"SecOps mailbox {address or value}"
+    key = f"secops:{(address or value).lower()}"
+    evidence = list(entry.evidence)
+    policy = entry.policy
+    if policy is not None and policy.Enabled is False:
+        return result(Status.PASS, resource,
+                      f"not in force: the SecOps override policy {policy.display_name} is disabled, so "
+                      "mail to it is filtered normally", policy.ref("Enabled"), *evidence,
+                      severity=Severity.INFO, key=key)
+    policy_id = (policy.Identity or policy.Name) if policy is not None else None
+    fix = (f"Set-SecOpsOverridePolicy -Identity {ps_literal(policy_id or 'SecOpsOverridePolicy')} "
+           f"-RemoveSentTo {ps_literal(value)}")
+    skips = f"mail to it skips {SECOPS_SKIPS}"
+    if address and ctx.available(ACCEPTED_DOMAINS) and not ctx.is_internal_address(address):
+        return result(Status.WARN, resource,
+                      f"{address} is outside the accepted domains: Exchange Online receives no mail "
+                      "for it, so the entry does nothing today, but it is no SecOps mailbox of this "
+                      "organisation (stale, or waiting for its domain to be added)", *evidence,
+                      severity=Severity.LOW, key=key, fix=fix)
+    if not ctx.available(MAILBOXES):
+        named = _security_named(address or value)
+        if named:
+            return result(Status.PASS, resource,
+                          f"named for security work ({named}); Get-Mailbox was not collected, so "
+                          "whether it is a shared mailbox of the security team was not verified",
+                          *evidence, key=key)
+        return result(Status.WARN, resource,
+                      f"not named like a security mailbox, and Get-Mailbox was not collected, so "
+                      f"whether it is a regular user's mailbox is unknown; {skips}", *evidence,
+                      severity=Severity.MEDIUM, key=key, fix=fix)
+    mailbox = _find_mailbox(ctx.objects(MAILBOXES, Mailbox), value)
+    if mailbox is None:
+        return result(Status.WARN, resource,
+                      "no mailbox in the export has this address: a stale entry, and whoever is later "
+                      f"given the address receives mail unfiltered ({skips})", *evidence,
+                      severity=Severity.MEDIUM, key=key, fix=fix)
+    evidence.append(mailbox.ref("RecipientTypeDetails"))
+    kind = mailbox.RecipientTypeDetails
+    label = f"{mailbox.DisplayName or mailbox.display_name} ({kind or 'type not in the export'})"
+    named = _security_named(address or value, mailbox.Alias, mailbox.Name, mailbox.DisplayName)
+    if named and kind in ("SharedMailbox", None):
+        return result(Status.PASS, resource,
+                      f"{label}, named for security work ({named}): a mailbox where the security "
+                      "team reviews unfiltered mail, as advanced delivery intends", *evidence, key=key)
+    if named and kind == "UserMailbox":
+        return result(Status.PASS, resource,
+                      f"{label}, named for security work ({named}); Microsoft asks for a mailbox "
+                      "dedicated to the security team, so keep it out of personal use", *evidence,
+                      key=key)
+    if kind == "UserMailbox":
+        return result(Status.FAIL, resource,
+                      f"{label} is a regular user's mailbox, not one named for security work: every "
+                      f"message sent to this person skips {SECOPS_SKIPS}", *evidence,
+                      severity=Severity.HIGH, key=key, fix=fix)
+    what = "a shared mailbox" if kind == "SharedMailbox" else f"a {kind or 'recipient of unknown type'}"
+    return result(Status.WARN, resource,
+                  f"{label} is {what} not named for security work: confirm only the security team "
+                  f"reads it, since {skips}", *evidence, severity=Severity.MEDIUM, key=key, fix=fix)
+
+
+def _secops_results(ctx: CheckContext) -> Iterator[Result]:
+    entries, policies = _secops_entries(ctx)
+    for entry in entries.values():
+        yield _secops_mailbox(ctx, entry)
+    if not entries:
+        alone = (f" (the policy {policies[0].display_name} lists none)" if policies else "")
+        yield result(Status.PASS, "advanced delivery: SecOps mailboxes",
+                     f"no SecOps mailboxes are configured{alone}: no recipient's mail skips filtering",
+                     EvidenceRef(file=f"exo/{SECOPS_POLICIES}.json", pointer="", observed=0),
+                     key="secops", summary=True)
+
+
+MS_ADVANCED_DELIVERY = Reference(
+    "Microsoft: Configure the advanced delivery policy for third-party phishing simulations and "
+    "email delivery to SecOps mailboxes",
+    "https://learn.microsoft.com/en-us/defender-office-365/advanced-delivery-policy-configure",
+)
+MS_NEW_PHISH_SIM_RULE = Reference(
+    "Microsoft: New-ExoPhishSimOverrideRule (SenderIpRanges: up to 10 entries; Domains)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/new-exophishsimoverriderule",
+)
+MS_SET_PHISH_SIM_RULE = Reference(
+    "Microsoft: Set-ExoPhishSimOverrideRule",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-exophishsimoverriderule",
+)
+MS_SET_SECOPS_POLICY = Reference(
+    "Microsoft: Set-SecOpsOverridePolicy (SentTo: groups are not allowed)",
+    "https://learn.microsoft.com/en-us/powershell/module/exchangepowershell/set-secopsoverridepolicy",
+)
+KNOWBE4_ADVANCED_DELIVERY = Reference(
+    "KnowBe4: Advanced Delivery Policies in Microsoft Defender for Office 365",
+    "https://support.knowbe4.com/hc/en-us/articles/4404511190803-Advanced-Delivery-Policies-in-Microsoft-Defender-for-Office-365",
+)
+HOXHUNT_ADVANCED_DELIVERY = Reference(
+    "Hoxhunt: Secure by Default and Advanced Delivery for Hoxhunt customers",
+    "https://support.hoxhunt.com/hc/en-us/articles/4407364734610-Ensuring-mail-delivery-Introducing-Secure-by-Default-and-Advanced-Delivery-for-Hoxhunt-customers",
+)
+
+
+@check(
+    id="POL-007",
+    title="Advanced delivery overrides let unknown senders or ordinary mailboxes skip filtering",
+    severity=Severity.HIGH,
+    rationale=(
+        "The advanced delivery policy marks messages as system overrides. A phishing-simulation "
+        "rule exempts mail from its sending IPs that uses one of its domains (a MAIL FROM domain "
+        "anyone can write) from spam and phishing filtering, high-confidence phishing included, "
+        "from ZAP, Safe Links blocking and Safe Attachments detonation, and raises no alert. Mail "
+        "to a SecOps mailbox skips all of that and malware filtering too. Entered for a real "
+        "simulation vendor or a security team's shared mailbox this is Microsoft's design; "
+        "entered for any other address, for the gateway's own IPs (Microsoft warns that this "
+        "exempts every Internet sender who uses the domain), or for an ordinary user's mailbox, "
+        "it is an unfiltered way in."
+    ),
+    remediation=Remediation(
+        "Keep only the simulation vendor's published sending IPs and the domains it assigns in "
+        "the phishing-simulation rule; behind a gateway configure Enhanced Filtering for "
+        "Connectors instead of listing the gateway's IPs. Keep SecOps mailboxes to shared "
+        "mailboxes of the security team. Document a vendor this tool does not know in a "
+        "--gateway-file profile used with --gateway NAME.",
+        "Get-ExoPhishSimOverrideRule | Format-List Identity,Mode,Domains,SenderIpRanges\n"
+        "Get-ExoPhishSimOverrideRule | Set-ExoPhishSimOverrideRule -RemoveSenderIpRanges \"<ip>\"\n"
+        "Get-SecOpsOverridePolicy | Format-List Identity,Enabled,SentTo\n"
+        "Set-SecOpsOverridePolicy -Identity SecOpsOverridePolicy -RemoveSentTo \"<address>\"",
+    ),
+    requires=(PHISH_POLICIES, PHISH_RULES, SECOPS_POLICIES, SECOPS_RULES),
+    uses=(MAILBOXES, ACCEPTED_DOMAINS),
+    references=(MS_ADVANCED_DELIVERY, MS_NEW_PHISH_SIM_RULE, MS_SET_PHISH_SIM_RULE,
+                MS_SET_SECOPS_POLICY, KNOWBE4_ADVANCED_DELIVERY, HOXHUNT_ADVANCED_DELIVERY),
+    mappings=Mappings(attack=("T1685", "T1562.001", "T1566")),
+    legitimate=(
+        "Phishing-simulation rules whose sending IPs are a known vendor's published addresses "
+        "(auditor/simulation_vendors.toml) or are documented in the user's --gateway-file profile; "
+        "SecOps mailboxes that are mailboxes named for security work; disabled policies and "
+        "rules pending deletion; no overrides at all."
+    ),
+)
+def advanced_delivery_overrides(ctx: CheckContext) -> Iterator[Result]:
+    yield from _phish_sim_results(ctx)
+    yield from _secops_results(ctx)
+
+
 CHECKS = (
     connection_filter_allow_list,
     connection_filter_safe_list,
@@ -870,4 +1349,5 @@ CHECKS = (
     tenant_allow_block_list,
     external_auto_forwarding,
     external_journaling,
+    advanced_delivery_overrides,
 )

@@ -22,6 +22,7 @@ EXTENSIONS = {"html": "html", "md": "md", "json": "json"}
 _STATUS_ORDER = {"fail": 0, "warn": 1, "error": 2, "not_evaluated": 3, "pass": 4}
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _VERDICT_ORDER = {"not routed through the gateway": 0, "bypassable": 1, "cannot tell": 2, "protected": 3}
+CHANGE_CHECK = "CHG-001"  # its verdicts ("changed by X on D") are shown beside the findings they relate to
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()!|~])")
 
 
@@ -93,6 +94,7 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "report": report,
         "verdicts": verdicts,
+        "changes": _changes(findings),
         "by_fingerprint": {f["fingerprint"]: f for f in findings},
         "problems_found": [f for f in findings if f["status"] in ("fail", "warn")],
         "incomplete": [f for f in findings if f["status"] in ("error", "not_evaluated")],
@@ -100,6 +102,20 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         "severities": list(_SEVERITY_ORDER),
         "statuses": list(_STATUS_ORDER),
     }
+
+
+def _changes(findings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """For each finding, the CHG-001 results recording a change to its object in the review
+    window ("changed by X on D"), oldest first."""
+    changes: dict[str, list[dict[str, Any]]] = {}
+    for change in findings:
+        if change["check_id"] != CHANGE_CHECK or not change.get("verdict"):
+            continue
+        for fingerprint in change.get("related") or ():
+            changes.setdefault(fingerprint, []).append(change)
+    for listed in changes.values():
+        listed.sort(key=lambda c: (c["verdict"].rsplit(" on ", 1)[-1], c["fingerprint"]))
+    return changes
 
 
 BULK_FORMATS = ("html", "json", "csv")

@@ -14,6 +14,11 @@ The bearer token is checked with ``accept`` and the impersonated mailbox must ex
 Faults are queued per operation and consumed one per request: ``busy`` (ErrorServerBusy with
 BackOffMilliseconds), ``status`` (a bare HTTP status), ``sleep`` (answer late: a timeout),
 ``truncate`` (XML cut in the middle), ``expire`` (every token accepted so far stops working).
+
+``blocked`` answers every authenticated request as Exchange Online does once EWS is off for the
+tenant or the app (EwsEnabled False, the app not in EwsAllowedAppIDs, or after EWS's switch-off):
+``"forbidden"`` an HTTP 403 without a SOAP body (a policy block), ``"access-denied"`` the SOAP
+fault ErrorAccessDenied.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class FakeEws(LoopbackServer):
         self.mailboxes = mailboxes
         self.accept = accept or (lambda token: token.startswith("ews-token"))
         self.denied: set[str] = set()  # mailboxes whose impersonation is refused
+        self.blocked: str | None = None  # EWS off for the tenant or app: forbidden | access-denied
         self.faults: dict[str, list[Fault]] = {}  # per operation, or "operation:mailbox"
         self.requests: list[Recorded] = []
         self.revoked: set[str] = set()
@@ -251,6 +257,11 @@ class FakeEws(LoopbackServer):
         if token in self.revoked or not self.accept(token):
             return 401, "", {"WWW-Authenticate": 'Bearer error="invalid_token", error_description='
                                                   '"The access token has expired."'}
+        if self.blocked == "forbidden":
+            return 403, "", {}
+        if self.blocked == "access-denied":
+            return 500, self.fault("ErrorAccessDenied",
+                                   "Access is denied. Check credentials and try again."), {}
         if mailbox not in self.mailboxes:
             return 500, self.fault("ErrorNonExistentMailbox",
                                    f"The SMTP address has no mailbox associated with it: {mailbox}"), {}

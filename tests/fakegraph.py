@@ -7,11 +7,22 @@
   ``/v1.0/oauth2PermissionGrants?$filter=resourceId eq '...'``: served from a data set (the demo
   tenant's Graph files by default) in pages linked by ``@odata.nextLink`` with ``$skiptoken``.
 
+- Mailboxes (``mailboxes``: address -> :class:`GraphMailbox`): ``GET /v1.0/users/{id}/mailFolders/
+  inbox/messageRules`` (paged), ``/users/{id}/mailFolders/inbox/messages`` (``$orderby``
+  receivedDateTime desc, ``$top`` as the page size, only the ``$select``ed properties, as Graph
+  does: internetMessageHeaders only when selected) and ``/users/{id}/mailFolders/{folder id}``;
+  an unknown user answers 404 ErrorInvalidUser, a denied mail route 403 ErrorAccessDenied.
+
 Faults per route (``resources``, ``servicePrincipals``, ``applications``, ``appRoleAssignedTo``,
-``oauth2PermissionGrants``): queued replies consumed one per request (``Fault.reply``,
+``oauth2PermissionGrants``, ``messageRules``, ``messages``, ``mailFolders``; for a mail route also
+``route:address``, for one mailbox): queued replies consumed one per request (``Fault.reply``,
 ``Fault.truncated``, ``Fault.slow``), ``denied`` routes answer 403, ``loop_pages`` routes link
 page 2 back to itself, ``failing_pages`` routes fail from page 2 on; ``expire_tokens()`` makes
 every token issued so far invalid.
+
+One identity platform serves several resources: ``resources`` maps another scope (the Exchange
+Online one, say) to the set of tokens that resource's fake accepts (``FakeExo.valid``), so one
+authority signs in both the admin API and Graph, as Entra ID does.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from tests.loopback import LoopbackServer
 
@@ -34,6 +45,7 @@ DEMO = REPO / "examples" / "contoso"
 TENANT_ID = "62f746b4-84e6-4ceb-95bd-447e7184d454"
 CLIENT_ID = "5d0e8a31-6c2f-4b7a-9e14-2f8b3c6d7a90"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+MAIL_ROUTES = ("messageRules", "messages", "mailFolders")
 KEYS = ("Graph-ServicePrincipals", "Graph-Applications", "Graph-ResourceAppRoles",
         "Graph-AppRoleAssignments", "Graph-DelegatedGrants")
 
@@ -56,6 +68,15 @@ def demo_graph() -> dict[str, list[Any]]:
          "resourceId": graph, "scope": "User.Read"},
     ]
     return data
+
+
+@dataclass
+class GraphMailbox:
+    """One mailbox as Graph serves it: messageRule and message resources, folder names by id."""
+
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    folders: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,10 +108,14 @@ class FakeGraph(LoopbackServer):
     """``with FakeGraph(secret="...") as fake:``; authority and Graph base URL are ``fake.url``."""
 
     def __init__(self, *, secret: str, data: dict[str, list[Any]] | None = None,
-                 page_size: int = 2) -> None:
+                 page_size: int = 2, mailboxes: dict[str, GraphMailbox] | None = None,
+                 tenant_id: str = TENANT_ID, resources: dict[str, set[str]] | None = None) -> None:
         self.secret = secret
         self.data = demo_graph() if data is None else data
         self.page_size = page_size
+        self.mailboxes = mailboxes or {}
+        self.tenant_id = tenant_id
+        self.resources = resources or {}
         self.faults: dict[str, list[Fault]] = {}
         self.denied: set[str] = set()
         self.loop_pages: set[str] = set()
@@ -113,16 +138,17 @@ class FakeGraph(LoopbackServer):
 
     def _token(self, form: dict[str, str]) -> tuple[int, Any]:
         self.token_requests += 1
-        if form.get("scope") != GRAPH_SCOPE:
+        scope = form.get("scope", "")
+        if scope != GRAPH_SCOPE and scope not in self.resources:
             return 400, {"error": "invalid_scope", "error_description": "AADSTS1002012: scope"}
         if form.get("client_secret") != self.secret:
             return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: secret"}
-        claims = {"aud": "https://graph.microsoft.com", "tid": TENANT_ID, "roles": ["Application.Read.All"],
-                  "exp": int(time.time()) + 3599}
+        claims = {"aud": scope.removesuffix("/.default"), "tid": self.tenant_id,
+                  "roles": ["Application.Read.All"], "exp": int(time.time()) + 3599}
         token = ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (
             b'{"alg":"RS256"}', json.dumps(claims).encode(), secrets.token_bytes(16)))
         with self._lock:
-            self.valid.add(token)
+            self.resources.get(scope, self.valid).add(token)
         return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": token}
 
     # --- Graph -------------------------------------------------------------------------------
@@ -159,14 +185,62 @@ class FakeGraph(LoopbackServer):
         if not known:
             return 401, _error("InvalidAuthenticationToken",
                                "Access token has expired or is not yet valid."), {}, 0
+        parts = split.path.strip("/").split("/")
+        if parts[:2] == ["v1.0", "users"] and len(parts) >= 5 and parts[3] == "mailFolders":
+            return self._mail(unquote(parts[2]).lower(), parts[4:], query)
         found = self._route(split.path, query)
         if found is None:
             return 404, _error("Request_ResourceNotFound", "Resource not found."), {}, 0
         route, items = found
+        return self._collection(route, items, split.path, query)
+
+    def _fault(self, route: str, user: str = "") -> Fault | None:
         with self._lock:
-            queued = self.faults.get(route)
-            fault = queued.pop(0) if queued else None
-        delay = 0.0
+            for key in (f"{route}:{user}", route):
+                queued = self.faults.get(key)
+                if queued:
+                    return queued.pop(0)
+        return None
+
+    def _mail(self, user: str, parts: list[str], query: dict[str, str]
+              ) -> tuple[int, bytes, dict[str, str], float]:
+        """A mailbox route: the inbox's rules or messages, or one folder."""
+        route = ("messageRules" if parts == ["inbox", "messageRules"] else
+                 "messages" if parts == ["inbox", "messages"] else "mailFolders")
+        fault = self._fault(route, user)
+        if fault is not None and fault.status:
+            return fault.status, fault.body, fault.headers, fault.delay
+        delay = fault.delay if fault is not None else 0.0
+        mailbox = self.mailboxes.get(user)
+        if mailbox is None:
+            return 404, _error("ErrorInvalidUser", f"The requested user '{user}' is invalid."), {}, delay
+        if route in self.denied:
+            return 403, _error("ErrorAccessDenied",
+                               "Access is denied. Check credentials and try again."), {}, delay
+        path = f"/v1.0/users/{user}/mailFolders/" + "/".join(parts)
+        if route == "messageRules":
+            return self._collection(route, mailbox.rules, path, query, delay=delay)
+        if route == "messages":
+            wanted = {f.strip() for f in query.get("$select", "").split(",") if f.strip()}
+            ordered = sorted(mailbox.messages, key=lambda m: m["receivedDateTime"],
+                             reverse=query.get("$orderby", "").endswith("desc"))
+            shown = [{k: v for k, v in m.items() if k == "id" or not wanted or k in wanted} for m in ordered]
+            size = int(query.get("$top", "10"))
+            return self._collection(route, shown, path, query, delay=delay, page_size=size)
+        if len(parts) != 1 or parts[0] not in mailbox.folders:
+            return 404, _error("ErrorItemNotFound",
+                               "The specified object was not found in the store."), {}, delay
+        folder = {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/"
+                                    "mailFolders(displayName)/$entity",
+                  "id": parts[0], "displayName": mailbox.folders[parts[0]]}
+        return 200, json.dumps(folder).encode(), {}, delay
+
+    def _collection(self, route: str, items: list[Any], path: str, query: dict[str, str], *,
+                    delay: float = 0.0, page_size: int | None = None
+                    ) -> tuple[int, bytes, dict[str, str], float]:
+        """One page of a collection, with the faults of its route (a mail route's are taken)."""
+        size = page_size or self.page_size
+        fault = None if route in MAIL_ROUTES else self._fault(route)
         if fault is not None:
             if fault.status:
                 return fault.status, fault.body, fault.headers, fault.delay
@@ -178,10 +252,10 @@ class FakeGraph(LoopbackServer):
         if skip and route in self.failing_pages:
             return 500, _error("generalException", "General exception while processing."), {}, delay
         body: dict[str, Any] = {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{route}",
-                                "value": items[skip:skip + self.page_size]}
-        if skip + self.page_size < len(items):
-            following = skip if (route in self.loop_pages and skip) else skip + self.page_size
-            body["@odata.nextLink"] = (f"{self.url}{split.path}?"
+                                "value": items[skip:skip + size]}
+        if skip + size < len(items):
+            following = skip if (route in self.loop_pages and skip) else skip + size
+            body["@odata.nextLink"] = (f"{self.url}{path}?"
                                        f"{urlencode({**query, '$skiptoken': str(following)})}")
         return 200, json.dumps(body).encode(), {}, delay
 

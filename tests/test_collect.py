@@ -182,3 +182,56 @@ def test_on_a_terminal_progress_is_one_redrawn_line(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "\n" not in err and err.count("\r") == 5  # three draws, then the line is wiped
     assert "[0/2] Get-TransportRule, Get-InboundConnector" in err and "[1/2] Get-InboundConnector" in err
+
+
+def _collect_mailboxes(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str,
+                       ews_blocked: str | None = None) -> tuple[int, str, Path, int]:
+    """collect --mailboxes against the admin API, EWS and Graph fakes, one identity platform
+    signing in to all three: (exit code, stderr, snapshot, EWS requests)."""
+    from tests.auditor.test_graph_mailbox import graph_tenant
+    from tests.fakeews import FakeEws, MailboxData
+    from tests.fakeexo import EXO_SCOPE, load_values
+    from tests.fakegraph import FakeGraph, GraphMailbox
+
+    addresses = [m["PrimarySmtpAddress"] for m in load_values(DEMO / "Get-Mailbox.json")]
+    mailboxes = {a: GraphMailbox() for a in addresses} | graph_tenant()
+    out = tmp_path / "snap"
+    with FakeExo(secret=SECRET) as exo, FakeGraph(secret=SECRET, mailboxes=mailboxes, tenant_id=TENANT_ID,
+                                                   resources={EXO_SCOPE: exo.valid}) as graph, \
+            FakeEws({a: MailboxData() for a in addresses}, accept=lambda t: t in exo.valid) as ews:
+        ews.blocked = ews_blocked
+        code, _, stderr = run(["collect", "--tenant", TENANT_DOMAIN, "--client-id", CLIENT_ID,
+                               "--client-secret", SECRET, "--out", str(out), "--authority-host", graph.url,
+                               "--admin-api", exo.url, "--graph-api", graph.url, "--ews-url", ews.url,
+                               "--no-dns", "--no-graph", "--backoff", "0.01", "--mailboxes", *extra], capsys)
+        return code, stderr, out, len(ews.requests)
+
+
+def test_collect_reads_mailboxes_through_graph_when_ews_is_blocked_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Without Get-InboxRule (Global Reader cannot run it), the rules read here are all MBX-002 has.
+    code, stderr, out, ews_requests = _collect_mailboxes(tmp_path, capsys, "--no-inbox-rules",
+                                                         ews_blocked="forbidden")
+    assert code == 0, stderr
+    assert ("mailbox evidence through Microsoft Graph: auto: EWS did not serve the first request "
+            "(inbox rules of adele.vance@contoso.com: reading the inbox rules was refused: HTTP 403 "
+            "Forbidden from EWS)") in stderr
+    assert ews_requests == 1  # the probe only
+    rules = json.loads((out / "mailbox" / "Mailbox-InboxRules.json").read_text())
+    assert rules["api"] == "graph" and rules["source"].startswith("Microsoft Graph GET")
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = next(e for e in manifest["evidence"] if e["key"] == "Mailbox-InboxRules")
+    assert entry["state"] == "ok"
+    assert entry["source"].endswith("(mailbox evidence over Microsoft Graph)")
+    flagged = [f for f in audit(out).findings if f.check_id == "MBX-002" and f.status.value == "fail"]
+    assert [f.resource for f in flagged] == ["inbox rule '.' of mailbox alex.wilber@contoso.com"]
+    assert "does not return hidden inbox rules" in flagged[0].message
+
+
+def test_collect_with_mailbox_api_graph_does_not_touch_ews(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, stderr, out, ews_requests = _collect_mailboxes(tmp_path, capsys, "--mailbox-api", "graph")
+    assert code == 0, stderr
+    assert "mailbox evidence through Microsoft Graph: --mailbox-api graph" in stderr and ews_requests == 0
+    headers = load_snapshot(out).evidence.get("Mailbox-MessageHeaders")
+    assert headers.state is State.OK and any(h.InternetMessageId for h in headers.items)

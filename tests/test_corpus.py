@@ -36,12 +36,12 @@ TENANTS = tenant_folders()
 CATALOG = (
     *(f"CONN-{n:03d}" for n in range(1, 10)),
     *(f"RULE-{n:03d}" for n in range(1, 8)),
-    *(f"POL-{n:03d}" for n in range(1, 7)),
-    "MBX-001", "MBX-002", "ORG-001", "ORG-002", "DOM-001",
+    *(f"POL-{n:03d}" for n in range(1, 8)),
+    "MBX-001", "MBX-002", "ORG-001", "ORG-002", "ORG-003", "DOM-001",
     *(f"DNS-{n:03d}" for n in range(1, 8)),
     "GW-001",
     *(f"APP-{n:03d}" for n in range(1, 4)),
-    "MAIL-001",
+    "MAIL-001", "DKIM-001", "ARC-001", "CHG-001", "PROBE-001",
 )
 # Evidence only `mailflow-audit collect` gathers (Microsoft Graph, mailbox contents over EWS): a
 # tenant may have it or not. The admin API's (exo/, what the export script writes) and DNS it must.

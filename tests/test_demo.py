@@ -93,6 +93,20 @@ EXPECTED = {
     ("RULE-005", "pass", "transport rules"),
     ("RULE-006", "pass", "transport rule Legal - route via partner connector"),
     ("RULE-007", "pass", "transport rule Mimecast - Bypass spam filtering from gateway"),
+    ("ARC-001", "pass", "gateway Mimecast Email Security, Cloud Gateway"),
+    ("ARC-001", "pass", "trusted ARC sealer dkim.mimecast.com"),
+    ("CHG-001", "pass", "inbound connector Mimecast Inbound - US2 test"),
+    ("CHG-001", "warn", "accepted domain contoso.mail.onmicrosoft.com"),
+    ("DKIM-001", "pass", "domain contoso.com"),
+    ("DKIM-001", "pass", "domain northwindtraders.com"),
+    ("ORG-003", "pass", "mailbox audit bypass"),
+    ("ORG-003", "pass", "mailbox auditing for organization contoso.onmicrosoft.com"),
+    ("ORG-003", "pass", "unified audit log"),
+    ("POL-007", "fail", "SecOps mailbox adele.vance@contoso.com"),
+    ("POL-007", "pass",
+     "phishing simulation override rule _Exe:PhishSimOverr:a41f6c93-2d5e-4b7a-8c10-e9f3b2d4c6a8"),
+    ("PROBE-001", "fail", "SMTP probe to contoso.onmicrosoft.com"),
+    ("PROBE-001", "pass", "SMTP probe to contoso.com"),
 }
 
 
@@ -130,7 +144,10 @@ def test_demo_command_writes_three_reports_that_show_the_bypasses(tmp_path: Path
     for text in ("Allow partner newsletters", "finance-archive@fabrikam-records.example",
                  "203.0.113.0/24", "Mimecast Email Security"):
         assert text in html and text in markdown
-    assert data["summary"]["by_status"]["fail"] == 21
+    assert data["summary"]["by_status"]["fail"] == 23
+    # Issue 6: who changed an object with a finding, and a probe proving the onmicrosoft route.
+    assert html.count("changed by megan.bowen@contoso.com on 2026-11-05") >= 2
+    assert "SMTP probe to contoso.onmicrosoft.com" in html
     # The one gap is real: a vendor's multi-tenant app keeps its credentials in the vendor's tenant.
     assert [(f["check_id"], f["status"]) for f in data["findings"] if f["status"] == "not_evaluated"] == [
         ("APP-002", "not_evaluated")]

@@ -14,7 +14,7 @@ import pytest
 
 from auditor.cli import main
 from auditor.engine import discover
-from auditor.evidence import EXO_SPECS, State
+from auditor.evidence import EXO_SPECS, SPECS, State
 from auditor.exo_rest import ALLOWED_CMDLETS, PLAN
 from auditor.snapshot import import_export_folder, load_snapshot, write_snapshot
 
@@ -30,6 +30,8 @@ UTILITIES = frozenset(c.lower() for c in (
     "Get-Command", "Get-ConnectionInformation", "Where-Object", "Select-Object", "Test-Path",
     "Get-ChildItem", "New-Item", "Resolve-Path", "Get-Module", "Sort-Object", "Write-Progress",
     "ForEach-Object", "Write-Host"))
+# Exchange cmdlets that read without being named Get-*: the audit log search (it only searches).
+READ_ONLY_SEARCHES = frozenset({"search-unifiedauditlog"})
 VERB_NOUN = re.compile(r"\b([A-Za-z]+-[A-Za-z]+)\b")
 
 
@@ -88,7 +90,7 @@ def test_every_command_in_the_code_is_an_allowlisted_get_cmdlet_or_a_local_helpe
     commands = {m.lower() for m in VERB_NOUN.findall(code)}
     own = {m.lower() for m in re.findall(r"^function ([A-Za-z]+-[A-Za-z]+)", code, re.MULTILINE)}
     assert commands and own == {"convertto-exportobject", "get-failurestatus", "write-exportfile"}
-    outside = commands - ALLOWED_CMDLETS - UTILITIES - own
+    outside = commands - ALLOWED_CMDLETS - UTILITIES - READ_ONLY_SEARCHES - own
     assert not outside, f"the script calls commands outside the allowlist: {sorted(outside)}"
     for helper in UTILITIES:
         assert helper not in ALLOWED_CMDLETS
@@ -98,7 +100,32 @@ def test_the_parser_would_catch_a_write_cmdlet(script: str) -> None:
     tampered = script.replace("Write-Host \"Export written",
                               "Set-OrganizationConfig -RejectDirectSend $false\nWrite-Host \"x")
     commands = {m.lower() for m in VERB_NOUN.findall(code_of(tampered))}
-    assert "set-organizationconfig" in commands - ALLOWED_CMDLETS - UTILITIES
+    assert "set-organizationconfig" in commands - ALLOWED_CMDLETS - UTILITIES - READ_ONLY_SEARCHES
+
+
+def test_the_parser_would_catch_the_audit_section_switching_auditing_off(script: str) -> None:
+    """The one non-Get cmdlet allowed is the search itself, not its audit-log neighbours."""
+    tampered = script.replace("$AuditFile = 'Search-UnifiedAuditLog'",
+                              "Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $false\n"
+                              "$AuditFile = 'Search-UnifiedAuditLog'")
+    assert tampered != script
+    commands = {m.lower() for m in VERB_NOUN.findall(code_of(tampered))}
+    assert "set-adminauditlogconfig" in commands - ALLOWED_CMDLETS - UTILITIES - READ_ONLY_SEARCHES
+
+
+def test_the_audit_log_is_searched_for_admin_operations_and_paged_completely(script: str) -> None:
+    code = code_of(script)
+    calls = re.findall(r"Search-UnifiedAuditLog [^\n]*", code)
+    assert len(calls) == 1
+    for part in ("-RecordType ExchangeAdmin", "-SessionId $sessionId", "-SessionCommand ReturnLargeSet",
+                 "-ResultSize $AuditPageSize", "-StartDate $auditStart", "-EndDate $auditEnd"):
+        assert part in calls[0]
+    assert re.search(r"for \(\$page = 1; \$page -le \$maxPages; \$page\+\+\)", code)  # bounded
+    assert "$AuditPageSize = 5000" in script and "$AuditSessionCap = 50000" in script
+    assert "[int] $AuditDays = 30" in script and "ValidateRange(0, 180)" in script
+    assert "$records.Count -lt $total" in code  # the cap hit: partial, with the reason
+    assert "$AuditFile = 'Search-UnifiedAuditLog'" in script and "Search-UnifiedAuditLog" in SPECS
+    assert SPECS["Search-UnifiedAuditLog"].folder != "exo"  # optional, like graph/ and mailbox/
 
 
 def test_the_only_dynamic_call_runs_a_table_cmdlet_and_nothing_evaluates_text(script: str) -> None:

@@ -465,3 +465,39 @@ def test_the_demo_recording_holds_the_answers_the_demo_zones_give_today(
     was = {key(a): comparable(a) for a in stored["answers"]}
     now = {key(a): comparable(a) for a in today["answers"]}
     assert now == was
+
+
+# ---------------------------------------------------------------------------------------------
+# A tenant's own domains: where Microsoft's selectors point (DKIM-001)
+
+
+def collect_tenant(address: tuple[str, int], *domains: str) -> list[DomainDns]:
+    resolver = resolver_for(address)
+    return asyncio.run(asyncio.wait_for(collect(domains, resolver, signing_cnames=True), LIMIT))
+
+
+@pytest.mark.parametrize("selector", ["selector1", "selector2"])
+def test_a_tenants_selector_cname_and_its_target_are_recorded(contoso_server: tuple[str, int],
+                                                              selector: str) -> None:
+    """The TXT lookup follows the alias and keeps only the name asked; the CNAME lookup keeps
+    where it points, which is what Get-DkimSigningConfig's Selector1CNAME is compared with."""
+    (found,) = collect_tenant(contoso_server, "contoso.test")
+    name = f"{selector}._domainkey.contoso.test"
+    alias = found.get(name, "CNAME")
+    assert alias.status is DnsStatus.OK
+    assert alias.records == (f"{selector}-contoso-test._domainkey.tenant.test.",)
+    assert alias.names() == [f"{selector}-contoso-test._domainkey.tenant.test"]
+    assert found.get(name, "TXT").txt()[0].startswith(b"v=DKIM1")  # the key is still recorded
+    again = DomainDns.from_bytes(found.to_bytes(), found.file)
+    assert again.get(name, "CNAME") == alias
+
+
+def test_a_selector_that_does_not_exist_is_recorded_as_nxdomain(contoso_server: tuple[str, int]) -> None:
+    (found,) = collect_tenant(contoso_server, "mail.contoso.test")
+    assert found.get("selector1._domainkey.mail.contoso.test", "CNAME").status is DnsStatus.NXDOMAIN
+
+
+def test_a_bulk_collection_does_not_ask_the_selector_cnames(contoso: DomainDns) -> None:
+    """Bulk domains have no signing config to compare with: no lookups spent on it."""
+    assert contoso.get("selector1._domainkey.contoso.test", "CNAME").detail == NOT_RECORDED
+    assert not [a for a in contoso.answers if a.query.rdtype == "CNAME"]

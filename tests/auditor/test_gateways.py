@@ -178,3 +178,41 @@ def test_shipped_archive_domains_need_a_source() -> None:
             "archive_domains": ["journal.archive.example"]}
     with pytest.raises(ProfileError, match=r"archive_domains has no \[sources.archive_domains\]"):
         parse_profile(data, "builtin:x.toml", strict=True)
+
+
+def test_mimecast_names_its_arc_sealer_and_modifies_messages() -> None:
+    """ARC-001 judges Mimecast tenants by these two facts."""
+    mimecast = find_profile(PROFILES, "mimecast")
+    assert mimecast.arc_sealers[0] == "dkim.mimecast.com"
+    assert mimecast.seals_as("DKIM.Mimecast.com.") and not mimecast.seals_as("evil-mimecast.com")
+    assert mimecast.modifies_messages is True
+    assert mimecast.sources["modifies_messages"].url
+
+
+def test_a_user_profile_states_its_arc_sealer(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('schema_version = 1\nid = "relay"\nname = "Relay"\nvendor = "Fabrikam"\n'
+                    'arc_sealers = ["ARC.Relay.Example."]\nmodifies_messages = false\n')
+    profile = load_profile_file(path)
+    assert profile.arc_sealers == ("arc.relay.example",)
+    assert profile.modifies_messages is False
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('arc_sealers = ["*.relay.example"]', "arc_sealers"),
+    ('arc_sealers = ["example"]', "arc_sealers"),
+    ('modifies_messages = "yes"', "modifies_messages must be true or false"),
+])
+def test_a_bad_arc_fact_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(f'schema_version = 1\nid = "x"\nname = "n"\nvendor = "v"\n{line}\n')
+    with pytest.raises(ProfileError, match=message):
+        load_profile_file(path)
+
+
+def test_shipped_modifies_messages_needs_a_source() -> None:
+    from auditor.gateways import parse_profile
+
+    data = {"schema_version": 1, "id": "x", "name": "n", "vendor": "v", "modifies_messages": True}
+    with pytest.raises(ProfileError, match=r"modifies_messages has no \[sources.modifies_messages\]"):
+        parse_profile(data, "builtin:x.toml", strict=True)

@@ -107,11 +107,12 @@ def test_rules_are_stored_with_get_inboxrule_names_and_headers_without_content(e
     assert by_name["."]["SubjectOrBodyContainsWords"] == ["invoice", "payment"]
     assert by_name["Newsletters"]["MoveToFolder"] == "Deleted Items"
     assert by_name["Newsletters"]["MailboxOwnerId"] == ADELE
+    assert {r["CollectedThrough"] for r in body(rules)["value"]} == {"ews"} and body(rules)["api"] == "ews"
     rows = body(headers)["value"]
     assert [r["InternetMessageId"] for r in rows if r["Mailbox"] == ALEX] == [
         "<2.192.0.2.77@fabrikam.com>", "<1.205.139.110.30@fabrikam.com>"]  # newest first
-    assert {"Mailbox": ADELE, "CollectionState": "empty",
-            "CollectionError": "the inbox holds no messages"} in rows
+    assert {"Mailbox": ADELE, "CollectionState": "empty", "CollectionError": "the inbox holds no messages",
+            "CollectedThrough": "ews"} in rows
     assert "secret subject" not in headers.body.decode() and "Invoice" not in headers.body.decode()
     gateway = next(r for r in rows if r.get("InternetMessageId") == "<1.205.139.110.30@fabrikam.com>")
     assert "X-MC-Unique" in gateway["HeaderNames"] and gateway["Received"] == [MIMECAST_HOP]
@@ -149,7 +150,7 @@ def test_retries_are_bounded_and_the_mailbox_is_marked_with_why(ews: FakeEws) ->
     assert rules.state is State.PARTIAL and "1 of 2 mailboxes could not be read" in (rules.reason or "")
     failed = [r for r in body(rules)["value"] if r.get("CollectionState")]
     assert failed == [{"Mailbox": ALEX, "CollectionState": "error",
-                       "CollectionError": failed[0]["CollectionError"]}]
+                       "CollectionError": failed[0]["CollectionError"], "CollectedThrough": "ews"}]
     assert "after 3 attempts" in failed[0]["CollectionError"]
 
 
@@ -224,9 +225,42 @@ def test_collect_with_mailboxes_writes_both_items_into_the_snapshot(
     assert code == 0
     err = capsys.readouterr().err
     assert "ok       Mailbox-InboxRules" in err and "ok       Mailbox-MessageHeaders" in err
+    assert "mailbox evidence through EWS: auto: EWS answered the first request" in err
     snapshot = load_snapshot(out)
     headers = snapshot.evidence.get(HEADERS_KEY)
     assert headers.state is State.OK and len(headers.items) == 2 + len(data) - 1
     assert (out / "mailbox" / "Mailbox-InboxRules.json").is_file()
     entry = next(i for i in snapshot.items if i.key == RULES_KEY)
     assert entry.source == "EWS GetInboxRules (mailbox evidence over EWS)"
+
+
+def probe(ews: FakeEws, address: str) -> Any:
+    async def run() -> Any:
+        async with httpx.AsyncClient() as http:
+            return await MailboxCollector(StubCredential("contoso.onmicrosoft.com", "client"), http,
+                                          ews_url=ews.url, policy=MailboxPolicy(timeout=2.0)).probe(address)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("mode", ["forbidden", "access-denied"])
+def test_ews_switched_off_for_the_tenant_is_told_apart_from_one_mailbox_refused(ews: FakeEws,
+                                                                                mode: str) -> None:
+    """auto falls back to Graph only when EWS itself is off, not when one mailbox is out of scope."""
+    ews.denied = {ADELE}
+    refused_mailbox = probe(ews, ADELE)
+    assert (refused_mailbox.state, refused_mailbox.blocked) == (State.DENIED, False)
+    ews.blocked = mode
+    blocked = probe(ews, ALEX)
+    assert (blocked.state, blocked.blocked) == (State.DENIED, True)
+    assert "1 October 2026" in (blocked.reason or "")
+
+
+def test_a_mailbox_without_rules_has_a_row_saying_so(ews: FakeEws) -> None:
+    """Every mailbox read has a row, so the API that read it is on record even when it has none."""
+    ews.mailboxes["megan.bowen@contoso.com"] = MailboxData()
+    results, _ = collect(ews, ["megan.bowen@contoso.com"], headers=False)
+    assert body(results[RULES_KEY])["value"] == [{
+        "Mailbox": "megan.bowen@contoso.com", "CollectionState": "empty",
+        "CollectionError": "the mailbox has no inbox rules", "CollectedThrough": "ews"}]
+    assert body(results[RULES_KEY])["mailboxes"][0]["Objects"] == 0

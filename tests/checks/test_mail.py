@@ -154,3 +154,40 @@ def test_without_a_known_gateway_the_check_is_not_evaluated(make_export: Callabl
     folder = export(make_export, message("<x@fabrikam.com>", cip=OUTSIDE_IP, helo="mail.example"))
     found = findings_for(audit(folder), "MAIL-001")
     assert [(f.status.value, f.resource) for f in found] == [("not_evaluated", "gateway")]
+
+
+# --- headers read through Microsoft Graph -----------------------------------------------------
+
+def test_headers_read_through_graph_are_judged_alike_and_the_summary_names_the_api(
+        make_export: Callable[..., Path]) -> None:
+    """The rows are the same whichever API read them; only the provenance note differs."""
+    direct = message("<direct@attacker.example>", cip=OUTSIDE_IP, helo="mail.attacker.example",
+                     CollectedThrough="graph")
+    fine = message("<ok@fabrikam.com>", cip=MIMECAST_IP, helo="us-smtp-delivery-1.mimecast.com",
+                   stamps=("X-MC-Unique",), CollectedThrough="graph")
+    found = findings_for(audit(export(make_export, direct, fine), gateway="mimecast"), "MAIL-001")
+    assert statuses(found) == {
+        ("fail", "message <direct@attacker.example> in mailbox alex.wilber@contoso.com"),
+        ("pass", "mailbox alex.wilber@contoso.com")}
+    summary = next(f for f in found if f.status.value == "pass")
+    assert summary.message.startswith("of the sampled messages (read through Microsoft Graph): 1 through")
+
+
+def test_headers_read_over_ews_or_unmarked_carry_no_graph_note(make_export: Callable[..., Path]) -> None:
+    rows = [message("<ok@fabrikam.com>", cip=MIMECAST_IP, helo="us-smtp-delivery-1.mimecast.com",
+                    stamps=("X-MC-Unique",), CollectedThrough="ews"),
+            message("<old@fabrikam.com>", cip=MIMECAST_IP, helo="us-smtp-delivery-1.mimecast.com",
+                    stamps=("X-MC-Unique",), Mailbox="megan.bowen@contoso.com")]
+    found = findings_for(audit(export(make_export, *rows), gateway="mimecast"), "MAIL-001")
+    assert {f.status.value for f in found} == {"pass"} and len(found) == 2
+    assert all("Microsoft Graph" not in f.message for f in found)
+
+
+def test_a_graph_message_without_any_header_is_not_evaluated_and_says_why_graph_may_omit_them(
+        make_export: Callable[..., Path]) -> None:
+    bare = message("<bare@fabrikam.com>", cip=None, helo="x", Received=[], HeaderNames=[],
+                   CollectedThrough="graph")
+    [finding] = findings_for(audit(export(make_export, bare), gateway="mimecast"), "MAIL-001")
+    assert finding.status.value == "not_evaluated"
+    assert "Microsoft Graph returned no internetMessageHeaders" in finding.message
+    assert "Mail.ReadBasic.All" in finding.message

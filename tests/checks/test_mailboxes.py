@@ -313,3 +313,56 @@ def test_mbx001_an_empty_policy_export_is_no_proof_of_a_block(make_export: MakeE
     finding = _only(_run(make_export, "MBX-001", files))
     assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
     assert "could not be judged" in finding.message
+
+
+# --- rules read through Microsoft Graph: hidden rules are out of its sight -------------------
+
+def _collected(api: str | None, *rows: dict[str, Any]) -> dict[str, Any]:
+    """A Mailbox-InboxRules file as collect --mailboxes writes it (``api`` None: written before
+    Graph support, with no record of the API)."""
+    marked = [row if api is None else {**row, "CollectedThrough": api} for row in rows]
+    return {"api": api, "mailboxes": [], "value": marked} if api else {"value": marked}
+
+
+EMPTY_MAILBOX = {"Mailbox": "bob@contoso.com", "CollectionState": "empty",
+                 "CollectionError": "the mailbox has no inbox rules"}
+
+
+def test_mbx002_a_rule_read_through_graph_says_hidden_rules_were_not_visible(make_export: MakeExport) -> None:
+    """Graph's messageRules leaves out hidden rules: a finding from it is not the whole mailbox."""
+    rows = _collected("graph", _rule("Copy", owner="amy@contoso.com", ForwardTo=["x@exfil.example"]))
+    finding = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": rows}))
+    assert finding.status is Status.FAIL
+    assert "read through Microsoft Graph, which does not return hidden inbox rules" in finding.message
+    assert "Get-InboxRule -Mailbox 'amy@contoso.com' -IncludeHidden" in finding.message
+
+
+@pytest.mark.parametrize("api", ["ews", None], ids=["marked ews", "written before graph support"])
+def test_mbx002_rules_read_over_ews_carry_no_graph_note(make_export: MakeExport, api: str | None) -> None:
+    rows = _collected(api, _rule("Copy", owner="amy@contoso.com", ForwardTo=["x@exfil.example"]),
+                      _rule("Filing", owner="amy@contoso.com", MoveToFolder="Projects"))
+    findings = _run(make_export, "MBX-002", {"Mailbox-InboxRules": rows})
+    assert [f.status for f in findings] == [Status.FAIL]
+    assert "Microsoft Graph" not in findings[0].message
+    passing = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": _collected(api, rows["value"][1])}))
+    assert passing.status is Status.PASS and "(1 of them read over EWS)" in passing.message
+    assert "Microsoft Graph" not in passing.message
+
+
+def test_mbx002_the_pass_summary_counts_the_mailboxes_graph_read_including_those_without_rules(
+        make_export: MakeExport) -> None:
+    rows = _collected("graph", _rule("Filing", owner="amy@contoso.com", MoveToFolder="Projects"),
+                      EMPTY_MAILBOX,
+                      {"Mailbox": "eve@contoso.com", "CollectionState": "denied", "CollectionError": "403"})
+    finding = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": rows}))
+    assert finding.status is Status.PASS
+    assert "(1 through Microsoft Graph)" in finding.message
+    assert ("Microsoft Graph, which read the rules of 2 mailboxes, does not return hidden inbox rules"
+            in finding.message)
+    assert "-IncludeHidden lists them" in finding.message
+
+
+def test_mbx002_no_rules_found_through_graph_is_not_evaluated_and_says_graph_cannot_see_hidden_ones(
+        make_export: MakeExport) -> None:
+    finding = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": _collected("graph", EMPTY_MAILBOX)}))
+    assert finding.status is Status.NOT_EVALUATED and "hidden inbox rules" in finding.message

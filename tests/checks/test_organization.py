@@ -293,3 +293,156 @@ def test_org002_property_absent_or_unreadable_is_not_evaluated(make_export: Make
         assert findings and not any(f.status is Status.PASS for f in findings), findings
         assert any(f.status is Status.NOT_EVALUATED and "SmtpClientAuthenticationDisabled" in f.message
                    for f in findings)
+
+
+# --- ORG-003: audit logging off or bypassed --------------------------------------------------
+
+AUDIT_CONFIG = "exo/Get-AdminAuditLogConfig.json"
+BYPASS = "exo/Get-MailboxAuditBypassAssociation.json"
+ROLES = "exo/Get-ManagementRoleAssignment.json"
+UAL_ON = [{"Identity": "Admin Audit Log Settings", "UnifiedAuditLogIngestionEnabled": True}]
+AUDIT_ON = [{"Name": "contoso.onmicrosoft.com", "AuditDisabled": False}]
+
+
+def _account(name: str, bypass: Any = False, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Name": name, "Identity": f"{name}-id", **extra}
+    if bypass is not _ABSENT:
+        entry["AuditBypassEnabled"] = bypass
+    return entry
+
+
+def _role(assignee: str, role: str = "Organization Management", **extra: Any) -> dict[str, Any]:
+    return {"Name": f"{role}-{assignee}", "Role": role, "RoleAssigneeType": "User",
+            "RoleAssignee": assignee, "RoleAssigneeName": assignee, "Enabled": True, **extra}
+
+
+ACCOUNTS = [_account("megan.bowen"), _account("svc-archive")]
+
+
+def _org003(make_export: MakeExport, *, audit_config: Any = UAL_ON, org: Any = AUDIT_ON,
+            bypass: Any = ACCOUNTS, roles: Any = ()) -> dict[str, Finding]:
+    files = {"Get-AdminAuditLogConfig": audit_config, "Get-OrganizationConfig": org,
+             "Get-MailboxAuditBypassAssociation": bypass, "Get-ManagementRoleAssignment": roles}
+    report = audit(make_export({key: list(value) if isinstance(value, tuple) else value
+                                for key, value in files.items() if value is not _ABSENT}))
+    found = findings_for(report, "ORG-003")
+    by_resource = {f.resource: f for f in found}
+    assert len(by_resource) == len(found), [(f.status, f.resource) for f in found]
+    return by_resource
+
+
+def test_org003_defaults_pass_each_piece(make_export: MakeExport) -> None:
+    found = _org003(make_export)
+    assert {r: f.status for r, f in found.items()} == {
+        "unified audit log": Status.PASS,
+        "mailbox auditing for organization contoso.onmicrosoft.com": Status.PASS,
+        "mailbox audit bypass": Status.PASS,
+    }
+    assert _points_at(found["unified audit log"], AUDIT_CONFIG, "/0/UnifiedAuditLogIngestionEnabled")
+    assert "none of the 2 accounts" in found["mailbox audit bypass"].message
+
+
+def test_org003_unified_audit_log_off_fails_high_and_names_the_exo_caveat(make_export: MakeExport) -> None:
+    """Off hides every change; Microsoft warns the value reads False in S&C PowerShell, so say so."""
+    off = [{"Identity": "Admin Audit Log Settings", "UnifiedAuditLogIngestionEnabled": False,
+            "WhenChanged": "2026-11-03T00:31:40+02:00"}]
+    finding = _org003(make_export, audit_config=off)["unified audit log"]
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, AUDIT_CONFIG, "/0/UnifiedAuditLogIngestionEnabled")
+    assert _points_at(finding, AUDIT_CONFIG, "/0/WhenChanged")
+    assert "last changed 2026-11-02 22:31" in finding.message
+    assert "Security & Compliance" in finding.message
+    assert finding.fix == "Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $true"
+
+
+def test_org003_missing_audit_config_is_not_evaluated_alone(make_export: MakeExport) -> None:
+    """Each piece is judged from its own evidence: the other two still report."""
+    found = _org003(make_export, audit_config=_ABSENT)
+    assert found["Get-AdminAuditLogConfig"].status is Status.NOT_EVALUATED
+    assert "missing" in found["Get-AdminAuditLogConfig"].message
+    assert found["Get-AdminAuditLogConfig"].evidence[0].file == AUDIT_CONFIG
+    assert "unified audit log" not in found
+    assert found["mailbox audit bypass"].status is Status.PASS
+    assert found["mailbox auditing for organization contoso.onmicrosoft.com"].status is Status.PASS
+
+
+def test_org003_audit_config_empty_absent_or_unreadable_is_never_a_pass(make_export: MakeExport) -> None:
+    for config in ([], [{"Identity": "Admin Audit Log Settings"}],
+                   [{"Identity": "Admin Audit Log Settings", "UnifiedAuditLogIngestionEnabled": "perhaps"}]):
+        found = _org003(make_export, audit_config=config)
+        ual = found["unified audit log"]
+        assert ual.status is Status.NOT_EVALUATED, (config, ual.message)
+        assert not any(f.status is Status.PASS and f.evidence and f.evidence[0].file == AUDIT_CONFIG
+                       for f in found.values())
+
+
+def test_org003_organisation_mailbox_auditing_off_fails_high(make_export: MakeExport) -> None:
+    found = _org003(make_export, org=[{"Name": "contoso.onmicrosoft.com", "AuditDisabled": True}])
+    finding = found["mailbox auditing for organization contoso.onmicrosoft.com"]
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, ORG, "/0/AuditDisabled")
+    assert finding.fix == "Set-OrganizationConfig -AuditDisabled $false"
+    assert found["unified audit log"].status is Status.PASS
+
+
+def test_org003_audit_disabled_absent_is_not_evaluated(make_export: MakeExport) -> None:
+    found = _org003(make_export, org=[{"Name": "contoso.onmicrosoft.com"}])
+    finding = found["mailbox auditing for organization contoso.onmicrosoft.com"]
+    assert finding.status is Status.NOT_EVALUATED
+    assert "AuditDisabled" in finding.message
+
+
+def test_org003_missing_organization_config_blocks_the_check(make_export: MakeExport) -> None:
+    """The one required file (in every export since the first): without it nothing is judged."""
+    found = _org003(make_export, org=_ABSENT)
+    assert [(f.status, r) for r, f in found.items()] == [(Status.NOT_EVALUATED, "Get-OrganizationConfig")]
+
+
+def test_org003_bypassed_admin_fails_high_with_a_quoted_fix(make_export: MakeExport) -> None:
+    accounts = [_account("megan.bowen"), _account("o'brien", True, WhenChanged="2026-11-02T22:33:05Z")]
+    roles = [_role("o'brien", "Transport Rules"), _role("megan.bowen")]
+    found = _org003(make_export, bypass=accounts, roles=roles)
+    finding = found["account o'brien"]
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert "Transport Rules" in finding.message
+    assert _points_at(finding, BYPASS, "/1/AuditBypassEnabled")
+    assert _points_at(finding, ROLES, "/0/Role")
+    assert finding.fix == ("Set-MailboxAuditBypassAssociation -Identity 'o''brien-id' "
+                           "-AuditBypassEnabled $false")
+    assert "mailbox audit bypass" not in found  # no summary pass beside a bypass
+
+
+def test_org003_bypassed_service_account_without_admin_role_fails_medium(make_export: MakeExport) -> None:
+    """Microsoft documents bypass for archiving or backup service accounts: medium, to confirm."""
+    roles = [_role("svc-archive", "MyBaseOptions", RoleAssigneeType="RoleAssignmentPolicy"),
+             _role("svc-archive", "Organization Management", Enabled=False)]
+    found = _org003(make_export, bypass=[_account("svc-archive", True)], roles=roles)
+    finding = found["account svc-archive"]
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.MEDIUM)
+    assert "archiving or backup" in finding.message
+    assert "No admin role is assigned to it directly" in finding.message
+
+
+def test_org003_bypass_without_role_evidence_says_admin_rights_are_unknown(make_export: MakeExport) -> None:
+    found = _org003(make_export, bypass=[_account("svc-archive", True)], roles=_ABSENT)
+    finding = found["account svc-archive"]
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.MEDIUM)
+    assert "Get-ManagementRoleAssignment is missing" in finding.message
+
+
+def test_org003_missing_or_empty_bypass_evidence_is_not_evaluated(make_export: MakeExport) -> None:
+    missing = _org003(make_export, bypass=_ABSENT)
+    assert missing["Get-MailboxAuditBypassAssociation"].status is Status.NOT_EVALUATED
+    assert missing["unified audit log"].status is Status.PASS
+    empty = _org003(make_export, bypass=[])
+    assert empty["mailbox audit bypass"].status is Status.NOT_EVALUATED
+    assert "not exported" in empty["mailbox audit bypass"].message
+
+
+def test_org003_unknown_or_unreadable_bypass_value_is_never_a_pass(make_export: MakeExport) -> None:
+    absent = _org003(make_export, bypass=[_account("megan.bowen"), _account("svc-archive", _ABSENT)])
+    assert absent["account svc-archive"].status is Status.NOT_EVALUATED
+    assert "mailbox audit bypass" not in absent
+    unreadable = _org003(make_export, bypass=[_account("megan.bowen"), _account("svc-archive", "perhaps")])
+    assert unreadable["mailbox audit bypass"].status is Status.NOT_EVALUATED
+    assert unreadable["svc-archive"].status is Status.NOT_EVALUATED

@@ -1,5 +1,5 @@
-"""POL-001 to POL-006: allow lists, safe list and allowed senders that exempt mail from filtering;
-automatic forwarding and journaling that copy mail out."""
+"""POL-001 to POL-007: allow lists, safe list, allowed senders and advanced delivery overrides that
+exempt mail from filtering; automatic forwarding and journaling that copy mail out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from auditor.engine import Finding, Severity, Status
+from auditor.errors import ProfileError
+from checks.policies import parse_simulation_vendors, simulation_vendors
 
 from ..conftest import SAMPLES, accepted, audit, findings_for, mimecast_us_ranges
 
@@ -620,3 +622,268 @@ def test_pol006_missing_journal_rules_are_not_evaluated(make_export: MakeExport)
     files = {"Get-AcceptedDomain": accepted("contoso.com")}
     finding = _only(_findings(make_export, "POL-006", files))
     assert (finding.status, finding.resource) == (Status.NOT_EVALUATED, "Get-JournalRule")
+
+
+# POL-007: advanced delivery overrides (phishing simulations and SecOps mailboxes)
+
+SIM_RULES = "exo/Get-ExoPhishSimOverrideRule.json"
+KNOWBE4_IP = "23.21.109.197"  # KnowBe4's published sending address (simulation_vendors.toml)
+SIM_RULE_ID = "_Exe:PhishSimOverr:6fed4b63-3563-495d-a481-b24a311f8329"
+SIM_RESOURCE = f"phishing simulation override rule {SIM_RULE_ID}"
+
+
+def _sim_rule(ips: Any, **overrides: Any) -> dict[str, Any]:
+    rule = {"Name": SIM_RULE_ID, "Identity": SIM_RULE_ID, "Policy": "PhishSimOverridePolicy",
+            "Mode": "Enforce", "Domains": ["security-training.example"], "SenderIpRanges": ips}
+    rule.update(overrides)
+    return rule
+
+
+def _secops_policy(*sent_to: str, **overrides: Any) -> dict[str, Any]:
+    policy = {"Name": "SecOpsOverridePolicy", "Identity": "SecOpsOverridePolicy",
+              "Enabled": True, "SentTo": list(sent_to)}
+    policy.update(overrides)
+    return policy
+
+
+def _mailbox(address: str, kind: str, display: str) -> dict[str, Any]:
+    alias = address.split("@")[0]
+    return {"Name": alias, "Alias": alias, "DisplayName": display, "PrimarySmtpAddress": address,
+            "UserPrincipalName": address, "RecipientTypeDetails": kind,
+            "EmailAddresses": [f"SMTP:{address}"]}
+
+
+MAILBOXES = [
+    _mailbox("secops@contoso.com", "SharedMailbox", "Security Operations"),
+    _mailbox("soc.analyst@contoso.com", "UserMailbox", "SOC analyst"),
+    _mailbox("info@contoso.com", "SharedMailbox", "Info"),
+    _mailbox("megan.bowen@contoso.com", "UserMailbox", "Megan Bowen"),
+]
+
+
+def _pol007(make_export: MakeExport, *, sim_rules: list[dict[str, Any]] | None = None,
+            sim_policy: dict[str, Any] | None = None, secops: list[dict[str, Any]] | None = None,
+            secops_rules: list[dict[str, Any]] | None = None, mailboxes: Any = MAILBOXES,
+            omit: tuple[str, ...] = (), gateway_file: Path | None = None,
+            gateway: str | None = None) -> dict[str, Finding]:
+    policy = sim_policy or {"Name": "PhishSimOverridePolicy", "Identity": "PhishSimOverridePolicy",
+                            "Enabled": True}
+    files: dict[str, Any] = {
+        "Get-PhishSimOverridePolicy": [policy] if sim_rules else [],
+        "Get-ExoPhishSimOverrideRule": sim_rules or [],
+        "Get-SecOpsOverridePolicy": secops or [],
+        "Get-ExoSecOpsOverrideRule": secops_rules or [],
+        "Get-AcceptedDomain": accepted("contoso.com", "contoso.onmicrosoft.com"),
+        "Get-Mailbox": mailboxes,
+    }
+    files = {key: value for key, value in files.items() if key not in omit}
+    return _by_resource(_findings(make_export, "POL-007", files, gateway_file=gateway_file,
+                                  gateway=gateway))
+
+
+def _sim(make_export: MakeExport, ips: Any, **kwargs: Any) -> Finding:
+    return _pol007(make_export, sim_rules=[_sim_rule(ips)], **kwargs)[SIM_RESOURCE]
+
+
+@pytest.mark.parametrize(
+    ("entry", "severity"),
+    [("10.0.0.0/8", Severity.CRITICAL), ("172.16.0.0/16", Severity.HIGH),
+     ("192.0.2.0/24", Severity.HIGH), ("192.0.2.10", Severity.HIGH),
+     ("192.0.2.1-192.0.2.9", Severity.HIGH)],
+)
+def test_pol007_unknown_sending_ip_fails_and_wider_is_worse(
+        make_export: MakeExport, entry: str, severity: Severity) -> None:
+    """An outsider sending from an address no simulation vendor publishes skips filtering."""
+    finding = _sim(make_export, [entry])
+    assert (finding.status, finding.severity) == (Status.FAIL, severity)
+    assert "no known phishing-simulation vendor" in finding.message
+    assert _points_at(finding, SIM_RULES, "/0/SenderIpRanges/0")
+    assert finding.fix == f"Remove-ExoPhishSimOverrideRule -Identity '{SIM_RULE_ID}' -Confirm:$false"
+
+
+def test_pol007_known_vendor_ip_passes_naming_the_vendor(make_export: MakeExport) -> None:
+    """KnowBe4's published address is what Microsoft's advanced delivery policy is for."""
+    finding = _sim(make_export, [KNOWBE4_IP])
+    assert finding.status is Status.PASS
+    assert "KnowBe4" in finding.message
+
+
+def test_pol007_unknown_ip_beside_a_vendors_is_removed_alone(make_export: MakeExport) -> None:
+    finding = _sim(make_export, [KNOWBE4_IP, "192.0.2.10"])
+    assert finding.status is Status.FAIL
+    assert "192.0.2.10" in finding.message and "KnowBe4" in finding.message
+    assert _points_at(finding, SIM_RULES, "/0/SenderIpRanges/1")
+    assert not _points_at(finding, SIM_RULES, "/0/SenderIpRanges/0")
+    assert finding.fix == (f"Set-ExoPhishSimOverrideRule -Identity '{SIM_RULE_ID}' "
+                           "-RemoveSenderIpRanges '192.0.2.10'")
+
+
+def test_pol007_range_wider_than_the_vendors_fails(make_export: MakeExport) -> None:
+    finding = _sim(make_export, ["23.21.109.0/24"])
+    assert finding.status is Status.FAIL
+    assert "wider" in finding.message
+
+
+def test_pol007_gateway_ips_in_a_simulation_rule_are_critical(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """Microsoft: listing the gateway's IPs exempts every Internet sender using the domain."""
+    finding = _sim(make_export, ["198.51.100.0/24"], gateway_file=doc_gateway)
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "Documentation gateway" in finding.message
+
+
+def test_pol007_exchange_online_and_other_gateway_ranges_fail(make_export: MakeExport) -> None:
+    eop = _sim(make_export, ["40.107.0.0/16"])
+    assert (eop.status, eop.severity) == (Status.FAIL, Severity.CRITICAL)
+    barracuda = _sim(make_export, ["209.222.80.0/24"])
+    assert (barracuda.status, barracuda.severity) == (Status.FAIL, Severity.HIGH)
+    assert "Barracuda" in barracuda.message
+
+
+def test_pol007_vendor_documented_in_the_users_profile_passes(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """A --gateway-file profile beside a named gateway documents the user's own vendor."""
+    finding = _sim(make_export, ["198.51.100.7"], gateway="mimecast", gateway_file=doc_gateway)
+    assert finding.status is Status.PASS
+    assert "documented by the user" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "policy", "reason"),
+    [({"Mode": "PendingDeletion"}, None, "PendingDeletion"),
+     ({}, {"Name": "PhishSimOverridePolicy", "Identity": "PhishSimOverridePolicy",
+           "Enabled": False}, "disabled")],
+)
+def test_pol007_inert_simulation_rule_passes_but_says_what_it_would_allow(
+        make_export: MakeExport, overrides: dict[str, Any], policy: dict[str, Any] | None,
+        reason: str) -> None:
+    found = _pol007(make_export, sim_rules=[_sim_rule(["192.0.2.10"], **overrides)], sim_policy=policy)
+    finding = found[SIM_RESOURCE]
+    assert (finding.status, finding.severity) == (Status.PASS, Severity.INFO)
+    assert "not in force" in finding.message and reason in finding.message
+    assert "would exempt" in finding.message
+
+
+def test_pol007_rule_without_domains_matches_nothing(make_export: MakeExport) -> None:
+    found = _pol007(make_export, sim_rules=[_sim_rule(["192.0.2.10"], Domains=[])])
+    assert found[SIM_RESOURCE].status is Status.PASS
+    assert "matches no message" in found[SIM_RESOURCE].message
+
+
+def test_pol007_unreadable_sending_ip_warns(make_export: MakeExport) -> None:
+    finding = _sim(make_export, ["not-an-address"])
+    assert (finding.status, finding.severity) == (Status.WARN, Severity.MEDIUM)
+
+
+def test_pol007_sending_ips_absent_or_unreadable_rule_is_not_evaluated(
+        make_export: MakeExport) -> None:
+    rule = _sim_rule([])
+    del rule["SenderIpRanges"]
+    assert _pol007(make_export, sim_rules=[rule])[SIM_RESOURCE].status is Status.NOT_EVALUATED
+    found = _pol007(make_export, sim_rules=[_sim_rule(["192.0.2.10"], Mode=3)])
+    assert {f.status for f in found.values() if "phishing" in f.resource} == {Status.NOT_EVALUATED}
+
+
+def test_pol007_no_overrides_collected_pass_once_each(make_export: MakeExport) -> None:
+    found = _pol007(make_export)
+    assert {r: f.status for r, f in found.items()} == {
+        "advanced delivery: phishing simulations": Status.PASS,
+        "advanced delivery: SecOps mailboxes": Status.PASS,
+    }
+
+
+@pytest.mark.parametrize("missing", ["Get-ExoPhishSimOverrideRule", "Get-SecOpsOverridePolicy"])
+def test_pol007_missing_evidence_is_not_evaluated(make_export: MakeExport, missing: str) -> None:
+    found = _pol007(make_export, omit=(missing,))
+    assert {(f.status, f.resource) for f in found.values()} == {(Status.NOT_EVALUATED, missing)}
+
+
+def _secops(make_export: MakeExport, address: str, **kwargs: Any) -> Finding:
+    return _pol007(make_export, secops=[_secops_policy(address)], **kwargs)[f"SecOps mailbox {address}"]
+
+
+def test_pol007_regular_user_as_secops_mailbox_fails_high(make_export: MakeExport) -> None:
+    """Every message to that person would skip all filtering, malware included."""
+    finding = _secops(make_export, "megan.bowen@contoso.com")
+    assert (finding.status, finding.severity) == (Status.FAIL, Severity.HIGH)
+    assert _points_at(finding, "exo/Get-SecOpsOverridePolicy.json", "/0/SentTo/0")
+    assert _points_at(finding, "exo/Get-Mailbox.json", "/3/RecipientTypeDetails")
+    assert finding.fix == ("Set-SecOpsOverridePolicy -Identity 'SecOpsOverridePolicy' "
+                           "-RemoveSentTo 'megan.bowen@contoso.com'")
+
+
+@pytest.mark.parametrize("address", ["secops@contoso.com", "soc.analyst@contoso.com"])
+def test_pol007_security_team_mailbox_passes(make_export: MakeExport, address: str) -> None:
+    assert _secops(make_export, address).status is Status.PASS
+
+
+@pytest.mark.parametrize(
+    ("address", "severity", "words"),
+    [("info@contoso.com", Severity.MEDIUM, "shared mailbox not named"),
+     ("ghost@contoso.com", Severity.MEDIUM, "no mailbox"),
+     ("secops@fabrikam.example", Severity.LOW, "outside the accepted domains")],
+)
+def test_pol007_doubtful_secops_entries_warn(make_export: MakeExport, address: str,
+                                             severity: Severity, words: str) -> None:
+    finding = _secops(make_export, address)
+    assert (finding.status, finding.severity) == (Status.WARN, severity)
+    assert words in finding.message
+
+
+def test_pol007_disabled_secops_policy_is_inert(make_export: MakeExport) -> None:
+    found = _pol007(make_export, secops=[_secops_policy("megan.bowen@contoso.com", Enabled=False)])
+    finding = found["SecOps mailbox megan.bowen@contoso.com"]
+    assert (finding.status, finding.severity) == (Status.PASS, Severity.INFO)
+    assert "disabled" in finding.message
+
+
+def test_pol007_without_mailboxes_only_a_security_name_passes(make_export: MakeExport) -> None:
+    """Get-Mailbox is optional: its absence is said, and an ordinary name is not trusted."""
+    named = _secops(make_export, "secops@contoso.com", omit=("Get-Mailbox",))
+    assert named.status is Status.PASS and "not collected" in named.message
+    plain = _secops(make_export, "megan.bowen@contoso.com", omit=("Get-Mailbox",))
+    assert (plain.status, plain.severity) == (Status.WARN, Severity.MEDIUM)
+    assert "not collected" in plain.message
+
+
+def test_pol007_rule_and_policy_listing_one_mailbox_give_one_result(make_export: MakeExport) -> None:
+    rule = {"Name": "_Exe:SecOpsOverrid:312c23cf", "Policy": "SecOpsOverridePolicy",
+            "Mode": "Enforce", "SentTo": ["megan.bowen@contoso.com"]}
+    found = _pol007(make_export, secops=[_secops_policy("megan.bowen@contoso.com")],
+                    secops_rules=[rule])
+    finding = found["SecOps mailbox megan.bowen@contoso.com"]
+    assert finding.status is Status.FAIL
+    assert _points_at(finding, "exo/Get-ExoSecOpsOverrideRule.json", "/0/SentTo/0")
+
+
+def test_pol007_shipped_simulation_vendors_are_sourced() -> None:
+    vendors = simulation_vendors()
+    assert {"knowbe4", "hoxhunt"} <= {v.id for v in vendors}
+    assert all(v.sources and all(s.startswith("https://") for s in v.sources) for v in vendors)
+
+
+@pytest.mark.parametrize(
+    ("group", "problem"),
+    [({"cidrs": ["192.0.2.1"], "as_of": "2026-01-01", "confidence": "vendor"}, "source URL"),
+     ({"cidrs": ["192.0.2.1"], "source": "http://x.example", "as_of": "2026-01-01",
+       "confidence": "vendor"}, "source URL"),
+     ({"cidrs": ["nonsense"], "source": "https://x.example", "as_of": "2026-01-01",
+       "confidence": "vendor"}, "nonsense"),
+     ({"cidrs": ["192.0.2.1"], "source": "https://x.example", "as_of": "yesterday",
+       "confidence": "vendor"}, "ISO date"),
+     ({"cidrs": ["192.0.2.1"], "source": "https://x.example", "as_of": "2026-01-01",
+       "confidence": "rumour"}, "confidence")],
+)
+def test_pol007_simulation_vendor_data_is_validated(group: dict[str, Any], problem: str) -> None:
+    data = {"schema_version": 1, "vendors": [{"id": "x", "name": "X", "ip_ranges": [group]}]}
+    with pytest.raises(ProfileError, match=problem):
+        parse_simulation_vendors(data, "test")
+
+
+def test_pol007_secops_rule_pending_deletion_no_longer_counts(make_export: MakeExport) -> None:
+    """A rule being removed no longer exempts anyone: only in-force entries are judged."""
+    rule = {"Name": "_Exe:SecOpsOverrid:312c23cf", "Policy": "SecOpsOverridePolicy",
+            "Mode": "PendingDeletion", "SentTo": ["megan.bowen@contoso.com"]}
+    found = _pol007(make_export, secops_rules=[rule])
+    assert found["advanced delivery: SecOps mailboxes"].status is Status.PASS
+    assert "SecOps mailbox megan.bowen@contoso.com" not in found

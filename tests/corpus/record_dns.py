@@ -78,7 +78,8 @@ async def _record_domain(domain: str, selectors: list[str], address: tuple[str, 
         async with httpx.AsyncClient(verify=server.client_context(), timeout=3.0,
                                      trust_env=False) as client:
             found = await collect([domain], resolver, dkim_selectors=selectors,
-                                  policies=PolicyFetching(client, port=server.port))
+                                  policies=PolicyFetching(client, port=server.port),
+                                  signing_cnames=True)
     return found[0].to_bytes()
 
 

@@ -96,3 +96,32 @@ def test_visible_keeps_newlines_and_marks_other_controls() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown report format"):
         render(_report(), "pdf")
+
+
+def _with_change(user: str) -> dict[str, Any]:
+    """The report with a CHG-001 result saying who changed the failing rule's object."""
+    report = _report("Allow partners")
+    change = dict(report["findings"][0], check_id="CHG-001", status="warn", severity="medium",
+                  fingerprint="chg1", related=["abc"], verdict=f"changed by {user} on 2026-11-12",
+                  message=f"New-TransportRule by {user}", fix="")
+    report["findings"].append(change)
+    return report
+
+
+def test_html_shows_who_changed_a_findings_object_linked_to_the_change() -> None:
+    html = render(_with_change("isaiah.langer@contoso.com"), "html")
+    finding = html.split('id="f-abc"', 1)[1].split('<div class="finding', 1)[0]
+    assert 'href="#f-chg1"' in finding
+    assert "changed by isaiah.langer@contoso.com on 2026-11-12" in finding
+    assert 'id="f-chg1"' in html  # the link has a target
+    passed = html.split('id="f-def"', 1)[1].split("</tr>", 1)[0]
+    assert "changed by" not in passed  # not related to the passed finding
+
+
+def test_change_attribution_escapes_hostile_user_names() -> None:
+    html = render(_with_change(HOSTILE), "html")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "\u202e" not in html and "1234000" not in html
+    md = render(_with_change('x](javascript:alert(1)) <img src=x onerror=alert(1)> | y'), "md")
+    line = next(ln for ln in md.splitlines() if ln.startswith("- **Audit log:**"))
+    assert "<img" not in line and "](" not in line and "|" not in line.replace("\\|", "")
