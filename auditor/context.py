@@ -74,6 +74,13 @@ class CheckContext:
         collection = self._audit.evidence.get(key)
         return collection.state.value + (f" ({collection.reason})" if collection.reason else "")
 
+    def rejected(self, key: str) -> tuple[models.Rejected, ...]:
+        """The objects of a declared item that could not be read: the engine reports each, and a
+        check must not judge their absence (a config it cannot read is not a missing config)."""
+        if key not in self._allowed:
+            raise UndeclaredEvidenceError(f"the check asked for {key} without declaring it")
+        return self._audit.evidence.get(key).rejected
+
     def available(self, key: str) -> bool:
         """Whether declared evidence (required or optional) is usable in this snapshot."""
         if key not in self._allowed:

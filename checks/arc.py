@@ -149,6 +149,12 @@ class TrustedSealer:
 )
 def arc_trusted_sealers(ctx: CheckContext) -> Iterator[Result]:
     configs = ctx.objects(KEY, ArcConfig)
+    if not configs and ctx.rejected(KEY):
+        # The engine reports the unreadable object; an unread list is not an empty one.
+        yield result(Status.NOT_EVALUATED, "gateway ARC sealer", "not evaluated: the ARC config "
+                     "could not be read, so whether the gateway's sealer is trusted is unknown",
+                     key="gateway")
+        return
     if not configs:
         # Microsoft: "If no trusted ARC sealers are configured, the command returns no results."
         yield result(Status.PASS, "trusted ARC sealers",

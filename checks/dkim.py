@@ -279,13 +279,20 @@ def dkim_signing(ctx: CheckContext) -> Iterator[Result]:
     configs: dict[str, DkimSigningConfig] = {}
     for config in ctx.objects("Get-DkimSigningConfig", DkimSigningConfig):
         configs.setdefault(normalise_name(config.Domain or config.Name or ""), config)
+    unreadable = {normalise_name(r.name) for r in ctx.rejected("Get-DkimSigningConfig")}
     relay = outbound_via_gateway(ctx) if ctx.available("Get-OutboundConnector") else None
     recorded = ctx.available(DNS_KEY)
     own = [name for name, _ in domains]
     for name, domain in domains:
         dd = ctx.dns(name) if recorded else None
         config = configs.get(name)
-        if config is not None and config.Enabled is None:
+        if config is None and unreadable - set(configs):
+            # The engine reports each unreadable object; its domain may be this one.
+            yield result(Status.NOT_EVALUATED, f"domain {name}", "not evaluated: a signing config "
+                         "of Get-DkimSigningConfig could not be read "
+                         f"({', '.join(sorted(unreadable - set(configs)))}), so whether this "
+                         "domain has one is unknown", key=name)
+        elif config is not None and config.Enabled is None:
             yield result(Status.NOT_EVALUATED, f"domain {name}", "not evaluated: the signing config "
                          "does not say whether it is enabled (Enabled is absent)",
                          config.ref("Enabled"), key=name)

@@ -165,6 +165,9 @@ def test_unreadable_value_is_never_a_pass(make_export: MakeExport) -> None:
     findings = _run(make_export, _arc({"Value": "dkim.mimecast.com"}))
     assert not [f for f in findings if f.status is Status.PASS]
     assert any(f.status is Status.NOT_EVALUATED and f.resource == "Default" for f in findings)
+    # An unread list is not an empty one: the gateway part is not judged (no "missing" warning).
+    assert {(f.resource, f.status) for f in findings if f.resource != "Default"} == {
+        ("gateway ARC sealer", Status.NOT_EVALUATED)}
 
 
 def test_no_gateway_detected_is_said_not_passed(make_export: MakeExport) -> None:

@@ -364,3 +364,7 @@ def test_an_unreadable_signing_config_is_reported_and_never_passed() -> None:
     assert [f.status for f in unread] == [Status.NOT_EVALUATED]
     assert "Selector1KeySize" in unread[0].message
     assert Status.PASS not in {f.status for f in findings}
+    # Nor is it failed as a domain with no signing config: the config exists but was not read.
+    judged = [f for f in findings if f.resource == f"domain {DOMAIN}"]
+    assert [f.status for f in judged] == [Status.NOT_EVALUATED]
+    assert "could not be read" in judged[0].message
