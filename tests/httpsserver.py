@@ -7,17 +7,10 @@ handshake, certificate check (SNI and name) and request; responses are set per p
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from .localca import LocalCA
 
 READ_LIMIT = 64 * 1024
 IO_TIMEOUT = 5.0
@@ -30,22 +23,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/plain"})
 
 
-def _certificate(names: list[str], subject: x509.Name, issuer: x509.Name,
-                 issuer_key: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey, *,
-                 ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(hours=1))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 class HttpsServer:
     """``async with HttpsServer(["mta-sts.example.test"]) as server``; set ``server.routes``."""
 
@@ -54,27 +31,13 @@ class HttpsServer:
         self.routes: dict[str, Reply] = {}
         self.requests: list[tuple[str, str, str]] = []  # (path, Host header, SNI)
         self._server: asyncio.Server | None = None
-        self._dir = tempfile.TemporaryDirectory()
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailflow-auditor test CA")])
-        self._ca = _certificate([], ca_name, ca_name, ca_key, ca_key, ca=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        leaf = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        cert = _certificate(names, leaf, ca_name, ca_key, key, ca=False)
-        folder = Path(self._dir.name)
-        (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / "key.pem").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+        self._ca = LocalCA(names)
+        self._context = self._ca.server_context()
         self._context.sni_callback = self._sni
 
     def client_context(self) -> ssl.SSLContext:
         """An SSL context that trusts only this server's certificate authority."""
-        context = ssl.create_default_context(
-            cadata=self._ca.public_bytes(serialization.Encoding.PEM).decode())
-        return context
+        return self._ca.client_context()
 
     @property
     def port(self) -> int:
@@ -92,7 +55,7 @@ class HttpsServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self._dir.cleanup()
+        self._ca.cleanup()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -163,11 +163,11 @@ def test_a_non_rsa_key_is_refused(tmp_path: Path) -> None:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    from tests.httpsserver import _certificate
+    from tests.localca import certificate
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec")])
-    cert = _certificate([], name, name, key, key, ca=True)
+    cert = certificate([], name, name, key, key, ca=True)
     path = tmp_path / "ec.pem"
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption())

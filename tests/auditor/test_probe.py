@@ -9,11 +9,8 @@ the probe sends and, above all, what it never sends.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import ssl
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,10 +18,6 @@ from typing import Any, Self
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from auditor.errors import InputError
 from auditor.evidence import State
@@ -48,6 +41,7 @@ from auditor.probe import (
     summary,
 )
 from auditor.snapshot import import_export_folder, load_snapshot, verify_snapshot, write_snapshot
+from tests.localca import LocalCA
 
 DOMAIN = "contoso.com"
 TEST_MAILBOX = "probe-target@contoso.com"
@@ -66,22 +60,6 @@ BANNED_REPLY = ("550 5.7.606 Access denied, banned sending IP [192.0.2.10]. To r
 THROTTLED_REPLY = "451 4.7.500 Access denied, please try again later"
 ACCEPTED_REPLY = "250 2.1.5 Recipient OK"
 QUEUED_REPLY = "250 2.6.0 <canary@auditor.example> Queued mail for delivery"
-
-
-def _certificate(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey,
-                 issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool,
-                 names: tuple[str, ...] = ()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(hours=1))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 class _Tenant:
@@ -124,21 +102,10 @@ class FakeExchange:
         self.tenant = _Tenant(kind, data_reply)
         self.connections = 0
         self.commands: list[str] = []
-        self._dir = tempfile.TemporaryDirectory()
-        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailflow-auditor probe test CA")])
-        self.ca = _certificate(ca_name, ca_name, ca_key, ca_key, ca=True)
-        leaf = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)])
-        cert = _certificate(leaf, ca_name, key, ca_key, ca=False, names=(SERVER_NAME,))
-        folder = Path(self._dir.name)
-        self.ca_file = folder / "ca.pem"
-        self.ca_file.write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
-        (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / "key.pem").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._tls.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+        self._ca = LocalCA([SERVER_NAME], ca_name="mailflow-auditor probe test CA")
+        self.ca = self._ca.ca
+        self.ca_file = self._ca.ca_file
+        self._tls = self._ca.server_context()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.port = 0
@@ -149,7 +116,7 @@ class FakeExchange:
 
     def client_tls(self) -> ssl.SSLContext:
         """What --ca-file gives the probe: trust in this server's CA only, names still checked."""
-        return ssl.create_default_context(cafile=str(self.ca_file))
+        return self._ca.client_context()
 
     def _protocol(self) -> asyncio.Protocol:
         self.connections += 1
@@ -180,7 +147,7 @@ class FakeExchange:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
-        self._dir.cleanup()
+        self._ca.cleanup()
 
     def request(self, *, sender: str = OUTSIDE_SENDER, send_canary: bool = False,
                 step_timeout: float = 5.0, total_timeout: float = 20.0) -> ProbeRequest:
