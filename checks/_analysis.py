@@ -488,8 +488,34 @@ def connector_cidrs(gateway: GatewayContext) -> list[str]:
     return sorted(set(out), key=lambda t: IpRange.parse(t).first)
 
 
-def lockdown_command(gateway: GatewayContext) -> str:
-    """PowerShell creating the inbound lock for the active gateway, with its real ranges."""
+def unrestricted_gateway_connector(connectors: Iterable[InboundConnector],
+                                   gateway: GatewayContext) -> InboundConnector | None:
+    """An enabled Partner connector for all senders and recipients that lists only the active
+    gateway's addresses but does not restrict to them: the lock is one switch away."""
+    for conn in connectors:
+        if conn.Enabled is not True or (conn.ConnectorType or "").lower() != "partner":
+            continue
+        if conn.RestrictDomainsToIPAddresses is True or conn.AssociatedAcceptedDomains:
+            continue
+        if "*" not in [sender_domain_entry(s)[0] for s in conn.SenderDomains]:
+            continue
+        try:
+            ranges = [IpRange.parse(text) for text in conn.SenderIPAddresses]
+        except ValueError:
+            continue
+        if ranges and all(gateway.covers(r) for r in ranges):
+            return conn
+    return None
+
+
+def lockdown_command(gateway: GatewayContext, connectors: Iterable[InboundConnector] = ()) -> str:
+    """PowerShell creating the inbound lock for the active gateway, with its real ranges, or
+    switching it on where a connector already lists exactly the gateway's addresses (a second
+    connector would overlap it)."""
+    existing = unrestricted_gateway_connector(connectors, gateway)
+    if existing is not None:
+        return (f"Set-InboundConnector -Identity {ps_literal(existing.display_name)} "
+                "-RestrictDomainsToIPAddresses $true")
     cidrs = connector_cidrs(gateway)
     name = ps_literal(f"Inbound from {gateway.names}")
     if cidrs:

@@ -88,6 +88,20 @@ KINDS: dict[str, ObjectKind] = {
     "ArcConfig": ObjectKind("ARC config", "Get-ArcConfig", single=True),
 }
 READ_VERBS = frozenset({"get", "test", "search", "export", "validate"})
+# Parameter values that switch a protection off, whatever the object's findings are now (it may
+# have been removed since, or the protection restored another way): (cmdlet noun, parameter) ->
+# the value that weakens.
+WEAKENING: dict[tuple[str, str], bool] = {
+    ("inboundconnector", "restrictdomainstoipaddresses"): False,
+    ("inboundconnector", "restrictdomainstocertificate"): False,
+    ("inboundconnector", "enabled"): False,
+    ("organizationconfig", "rejectdirectsend"): False,
+    ("organizationconfig", "auditdisabled"): True,
+    ("adminauditlogconfig", "unifiedauditlogingestionenabled"): False,
+    ("mailboxauditbypassassociation", "auditbypassenabled"): True,
+    ("hostedconnectionfilterpolicy", "enablesafelist"): True,
+}
+WEAKENING_VERBS = frozenset({("disable", "transportrule")})
 # Findings about a domain or the tenant that rest on the connectors and rules that lock it: a
 # change to an object they cite is a change to what they judge. (Others cite objects only to
 # name the gateway, say, and are linked by name alone.)
@@ -202,6 +216,21 @@ def _related(target: _Target, findings: tuple[Finding, ...]) -> list[Finding]:
     return named + cited
 
 
+def _weakened(op: AdminOperation) -> list[str]:
+    """The parameters (or the verb) by which an operation switched a protection off."""
+    verb, noun = _noun(op.operation)
+    found = [f"{op.operation}"] if (verb, noun.lower()) in WEAKENING_VERBS else []
+    if verb != "set":  # a new object created disabled or unrestricted switched nothing off
+        return found
+    for name, value in op.parameters:
+        weakening = WEAKENING.get((noun.lower(), name.lower()))
+        flag = value.strip().lower().lstrip("$") if isinstance(value, str) else ""
+        if weakening is not None and flag in ("true", "false", "1", "0") \
+                and (flag in ("true", "1")) is weakening:
+            found.append(f"-{name} {value}")
+    return found
+
+
 def _value(text: str) -> str:
     return text if len(text) <= MAX_VALUE else text[:MAX_VALUE] + "..."
 
@@ -263,6 +292,19 @@ def _judge(ctx: CheckContext, op: AdminOperation, target: _Target,
                       f"{'; '.join(_label(f) for f in problems)}. Confirm the change with the person "
                       "who made it, and review what else the account changed", *refs,
                       fix=_investigate(op, ctx), **common)
+    weakened = _weakened(op)
+    if weakened:
+        # A lock switched off relates to the lock verdicts that now fail, even when its connector
+        # has since been removed and no finding names it.
+        locks = [f for f in findings if f.check_id in LOCK_VERDICTS and f.status.is_finding] \
+            if target.kind.label == "inbound connector" else []
+        common["related"] = tuple(dict.fromkeys((*common["related"], *(f.fingerprint for f in locks))))
+        now = (f"; the lock verdicts that now fail: {'; '.join(_label(f) for f in locks)}" if locks
+               else "; no finding about this object fails or warns now")
+        return result(Status.WARN, target.resource,
+                      f"{description}; this operation switched protection off "
+                      f"({', '.join(weakened)}){now}. Confirm it with the person who made it",
+                      *refs, fix=_investigate(op, ctx), **common)
     gone = ("; the object no longer exists, so no finding names it (what it did while it existed "
             "is not judged)" if _noun(op.operation)[0] == "remove" else
             "; no finding about this object fails or warns")
@@ -316,8 +358,11 @@ def _operations(records: Iterable[UnifiedAuditRecord]) -> tuple[list[AdminOperat
     legitimate=(
         "Changes are records, not problems: an admin operation on an object with no failing or "
         "warning finding (the vendor's own setup, such as Mimecast's SCL -1 rule for its IPs or "
-        "the lock connector, changed by the admin who maintains it) passes at info severity; a "
-        "failed operation changed nothing and passes; reads and other objects are not listed."
+        "the lock connector, changed by the admin who maintains it) passes at info severity "
+        "unless the operation itself switched a protection off (a connector's IP or certificate "
+        "restriction or the connector itself, Direct Send rejection, audit logging, a transport "
+        "rule); a failed operation changed nothing and passes; reads and other objects are not "
+        "listed."
     ),
 )
 def admin_changes(ctx: CheckContext) -> Iterator[Result]:

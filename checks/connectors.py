@@ -225,7 +225,8 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
                          "SMTP before the rule runs, and the rule can be disabled, set to audit, "
                          "expire or be pre-empted by a higher-priority rule",
                          rule.ref("ExceptIfSenderIpRanges"), rule.ref("State"),
-                         severity=Severity.MEDIUM, key=name, fix=lockdown_command(ctx.gateway))
+                         severity=Severity.MEDIUM, key=name,
+                         fix=lockdown_command(ctx.gateway, ctx.inbound_connectors))
             continue
         message = (f"no enabled Partner connector for all sender domains restricts mail for {name} "
                    f"to {ctx.gateway.names}: mail sent straight to the tenant's Exchange Online "
@@ -243,7 +244,7 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
         if not rules_known:
             message += " (transport rules were not collected, so a rule-based lock was not looked for)"
         yield result(Status.FAIL, resource, message, *evidence, severity=severity, key=name,
-                     fix=lockdown_command(ctx.gateway))
+                     fix=lockdown_command(ctx.gateway, ctx.inbound_connectors))
 
 
 @check(

@@ -26,7 +26,7 @@ from auditor.mtasts import mx_matches, parse_policy
 from auditor.netutil import IpRange, IpSet
 from auditor.spf import SpfTree
 
-from ._analysis import api_only, connector_lock
+from ._analysis import api_only, connector_lock, smart_host_owner
 
 MS_MX = Reference(
     "Microsoft: Manage mail flow using a third-party cloud service (MX to the gateway only)",
@@ -630,13 +630,15 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
 
 def outbound_via_gateway(ctx: CheckContext) -> OutboundConnector | None:
     """The enabled outbound connector that sends all mail (``*``, not rule-scoped) to the
-    gateway's smart hosts, if there is one (the caller declared Get-OutboundConnector)."""
+    gateway's smart hosts (by name, or by an address in its ranges), if there is one (the caller
+    declared Get-OutboundConnector)."""
     for conn in ctx.outbound_connectors:
         if conn.Enabled is not True or conn.IsTransportRuleScoped:
             continue
         if "*" not in [d.strip().lower() for d in conn.RecipientDomains]:
             continue
-        if any(p.matches_smart_host(h) for h in conn.SmartHosts for p in ctx.gateway.active):
+        owners = (smart_host_owner(h, ctx.gateway) for h in conn.SmartHosts)
+        if any(o is not None and ctx.gateway.is_active(o) for o in owners):
             return conn
     return None
 

@@ -271,7 +271,7 @@ def _left_out(ctx: CheckContext, domain: AcceptedDomain, name: str, direct: str,
                    "any other accepted domain (CONN-001 says why for each): anyone who knows or "
                    f"guesses a user@{name} address delivers to that mailbox around "
                    f"{ctx.gateway.names}")
-        fixes.append(lockdown_command(ctx.gateway))
+        fixes.append(lockdown_command(ctx.gateway, ctx.inbound_connectors))
         if not rules_known:
             message += " (transport rules were not collected, so a rule-based lock was not looked for)"
     if mailboxes is not None:

@@ -124,7 +124,7 @@ def _lock_findings(ctx: CheckContext, domain: str) -> list[Finding]:
         "--mail-from <probe@a-domain-you-control> --i-am-authorized --snapshot <snapshot>",
     ),
     requires=("Get-AcceptedDomain",),
-    uses=(PROBE_KEY, RULE_EVIDENCE),
+    uses=(PROBE_KEY, RULE_EVIDENCE, "Get-InboundConnector"),
     references=(MS_THIRD_PARTY, MS_TLS_HYBRID_ISSUES, MS_DIRECT_SEND, MS_DIRECT_TO_TENANT, MS_NDR,
                 MIMECAST_LOCKDOWN),
     mappings=Mappings(attack=("T1566", "T1684.002", "T1672")),
@@ -198,7 +198,7 @@ def _judge(ctx: CheckContext, domain: str, transcript: ProbeTranscript, *, super
         return result(Status.PASS, resource,
                       f"{LOCKED}: {outcome.reason}; {answer}{when}{note}", *evidence, key=domain,
                       related=related, verdict=LOCKED)
-    fix = lockdown_command(ctx.gateway)
+    fix = lockdown_command(ctx.gateway, ctx.inbound_connectors)
     if outcome.verdict == DIRECT_SEND_ONLY:
         return result(Status.WARN, resource,
                       f"{DIRECT_SEND_ONLY}: {outcome.reason} ({answer}); a connector lock would have "

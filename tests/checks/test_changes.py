@@ -251,6 +251,32 @@ def test_a_removed_object_is_recorded_and_says_it_cannot_be_judged(
     assert "no longer exists" in finding.message
 
 
+def test_a_lock_switched_off_on_a_since_removed_connector_warns_and_links_the_open_route(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """The record that opened the route matters most, even after its connector is gone."""
+    records = [admin_record("Set-InboundConnector", {"Identity": "Old lock",
+                                                     "RestrictDomainsToIPAddresses": "False"}),
+               admin_record("Remove-InboundConnector", {"Identity": "Old lock"},
+                            when="2026-11-13T08:00:00", record_id="a2")]
+    found, by_fp = _chg(make_export, doc_gateway, records,
+                        extra={"Get-InboundConnector": [connector(RestrictDomainsToIPAddresses=False)]})
+    switched, removed = found
+    assert switched.status is Status.WARN and switched.resource == "inbound connector Old lock"
+    assert "switched protection off (-RestrictDomainsToIPAddresses False)" in switched.message
+    assert {by_fp[fp].check_id for fp in switched.related} >= {"CONN-001"}
+    assert all(by_fp[fp].status.is_finding for fp in switched.related)
+    assert removed.status is Status.PASS  # the removal itself switched nothing off by a parameter
+
+
+def test_restoring_a_protection_is_a_record_not_a_weakening(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    record = admin_record("Set-OrganizationConfig", {"RejectDirectSend": "$true"})
+    finding = _only(_chg(make_export, doc_gateway, [record])[0])
+    assert finding.status is Status.PASS and "switched protection off" not in finding.message
+    off = admin_record("Set-OrganizationConfig", {"RejectDirectSend": "$false"})
+    assert "(-RejectDirectSend $false)" in _only(_chg(make_export, doc_gateway, [off])[0]).message
+
+
 def test_an_unreadable_time_is_not_evaluated_and_other_record_types_are_skipped(
         make_export: MakeExport, doc_gateway: Path) -> None:
     undated = admin_record("Set-TransportRule", {"Identity": "Allow partner newsletters"},

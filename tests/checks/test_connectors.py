@@ -120,6 +120,16 @@ def test_conn001_connector_without_ip_restriction_fails(
     assert finding.severity is Severity.HIGH
     assert finding.resource == "accepted domain contoso.com"
     assert _points_at(finding, CONNECTORS, "/0/RestrictDomainsToIPAddresses")
+    # The connector already lists only the gateway's ranges: switch the lock on, don't add another.
+    assert finding.fix == ("Set-InboundConnector -Identity 'Gateway inbound' "
+                           "-RestrictDomainsToIPAddresses $true")
+
+
+def test_conn001_fix_creates_a_lock_when_no_connector_lists_only_the_gateway(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    conn = connector(RestrictDomainsToIPAddresses=False, SenderIPAddresses=["198.51.100.0/24", "192.0.2.9"])
+    finding = _only(_conn001(make_export, doc_gateway, [conn]))
+    assert finding.fix is not None and finding.fix.startswith("New-InboundConnector ")
 
 
 def test_conn001_associated_domains_subset_fails_only_uncovered_domain(
