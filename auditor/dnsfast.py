@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
 import struct
 from collections import deque
+from collections.abc import Iterator
 from typing import Protocol, TypeAlias
 
 import dns.exception
@@ -43,6 +45,7 @@ EDNS_PAYLOAD = 1232
 SOCKETS_PER_SERVER = 4
 RECEIVE_BUFFER = 4 << 20  # bytes asked for each socket's receive buffer
 MAX_ID_DRAWS = 64  # random query IDs tried before scanning for a free one
+ID_BATCH = 2048  # random query IDs drawn from the system at once
 MAX_REPLY = 65535  # bytes read per datagram
 MAX_READS_PER_WAKEUP = 256  # replies read at once before other work gets a turn
 _HEADER = struct.Struct("!HHHHHH")
@@ -86,7 +89,7 @@ class DnspythonTransport:
 def query_wire(query_id: int, labels: tuple[bytes, ...], rdtype: int) -> bytes:
     """The wire form of ``make_query(name, rdtype)`` with this ID, for the name whose
     ``Name.labels`` these are (names are sent as given)."""
-    qname = b"".join(bytes((len(label),)) + label for label in labels)
+    qname = b"".join([bytes((len(label),)) + label for label in labels])
     return (_HEADER.pack(query_id, _QUERY_FLAGS, 1, 0, 0, 1) + qname
             + struct.pack("!HH", rdtype, dns.rdataclass.IN) + _OPT)
 
@@ -226,13 +229,35 @@ class _Socket:
 
     def free_id(self) -> int:
         for _ in range(MAX_ID_DRAWS):
-            candidate = secrets.randbits(16)  # unpredictable, against spoofed replies
+            candidate = _random_id()  # unpredictable, against spoofed replies
             if candidate not in self.pending:
                 return candidate
         for candidate in range(65536):
             if candidate not in self.pending:
                 return candidate
         raise dns.exception.DNSException("65,536 queries in flight on one socket")
+
+
+_ids: Iterator[int] = iter(())
+
+
+def _random_id() -> int:
+    """A query ID from the operating system's CSPRNG (as ``secrets.randbits(16)``), drawn 2,048
+    at a time rather than with one system call each."""
+    global _ids
+    for candidate in _ids:
+        return candidate
+    _ids = iter(memoryview(secrets.token_bytes(ID_BATCH * 2)).cast("H"))
+    return next(_ids)
+
+
+def _forget_ids() -> None:
+    """A forked child draws its own IDs (it must not repeat its parent's)."""
+    global _ids
+    _ids = iter(())
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def _expire(future: asyncio.Future[Reply], timeout: float) -> None:
@@ -252,6 +277,41 @@ class MultiplexTransport:
         self._opening: dict[tuple[str, int], asyncio.Future[list[_Socket]]] = {}
         self._turn = 0
         self.in_flight = 0
+        self._deadlines: deque[tuple[float, asyncio.Future[Reply], float]] = deque()
+        self._sweep_at: asyncio.TimerHandle | None = None
+
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, expiration: float,
+                   future: asyncio.Future[Reply], timeout: float) -> asyncio.TimerHandle | None:
+        """Have ``future`` fail with a timeout at ``expiration`` (loop time) unless answered, as
+        ``loop.call_at(expiration, _expire, future, timeout)`` would. Deadlines that come in
+        order (one timeout for every query, as a resolver asks) share one timer instead of a
+        timer each; any other gets its own, returned to be cancelled."""
+        deadlines = self._deadlines
+        if deadlines and expiration < deadlines[-1][0]:
+            return loop.call_at(expiration, _expire, future, timeout)
+        deadlines.append((expiration, future, timeout))
+        if self._sweep_at is None:
+            self._sweep_at = loop.call_at(expiration, self._sweep, loop, expiration)
+        return None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """Fail the queries whose deadline has come (the one this timer was set for, and any
+        earlier: the loop found it due), drop those answered, and set the timer again for the
+        next deadline."""
+        self._sweep_at = None
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= due or deadlines[0][1].done()):
+            _, future, timeout = deadlines.popleft()
+            _expire(future, timeout)
+        if deadlines:
+            self._sweep_at = loop.call_at(deadlines[0][0], self._sweep, loop, deadlines[0][0])
+
+    def _open_sockets(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[_Socket] | None:
+        """The sockets already open to this server in this loop, if any (no await needed)."""
+        if loop is not self._loop:
+            return None
+        # (close() empties the table before it closes a socket: a listed group is open)
+        return self._sockets.get((host, port))
 
     async def _sockets_for(self, host: str, port: int) -> list[_Socket]:
         loop = asyncio.get_running_loop()
@@ -288,7 +348,7 @@ class MultiplexTransport:
         expiration = loop.time() + timeout
         self.in_flight += 1
         try:
-            sockets = await self._sockets_for(host, port)
+            sockets = self._open_sockets(loop, host, port) or await self._sockets_for(host, port)
             self._turn = (self._turn + 1) % len(sockets)
             sock = sockets[self._turn]
             query_id = sock.free_id()
@@ -296,11 +356,12 @@ class MultiplexTransport:
             sock.pending[query_id] = _Pending(future, labels, rdtype)
             try:
                 sock.send(query_wire(query_id, labels, rdtype))
-                timer = loop.call_at(expiration, _expire, future, timeout)
+                timer = self._expire_at(loop, expiration, future, timeout)
                 try:
                     return await future, False
                 finally:
-                    timer.cancel()
+                    if timer is not None:
+                        timer.cancel()
             except dns.message.Truncated:
                 # As udp_with_fallback: the TCP query gets the whole timeout again.
                 from dns import asyncquery
@@ -322,6 +383,10 @@ class MultiplexTransport:
 
     def close(self) -> None:
         """Close every socket (reopened on the next query)."""
+        if self._sweep_at is not None:
+            self._sweep_at.cancel()
+            self._sweep_at = None
+        self._deadlines.clear()  # (their queries are answered, or failed as their sockets close)
         sockets, self._sockets = self._sockets, {}
         for group in sockets.values():
             for sock in group:

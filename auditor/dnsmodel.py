@@ -96,6 +96,18 @@ def ascii_name(name: str) -> str:
 class DnsQuery:
     name: str
     rdtype: str  # "A", "AAAA", "MX", "TXT", "PTR", "CNAME"
+    # hash((name, rdtype)), worked out once: queries key every table of a run (a hundred
+    # lookups per domain in bulk). Never pickled: string hashes differ between processes.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.name, self.rdtype)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[DnsQuery], tuple[str, str]]:
+        return DnsQuery, (self.name, self.rdtype)
 
     @classmethod
     def of(cls, name: str, rdtype: str) -> DnsQuery:

@@ -127,6 +127,10 @@ class Resolver:
         self.transport: Transport = MultiplexTransport() if transport is None else transport
         self._limit = _Limit(concurrency)
         self._pending: dict[DnsQuery, asyncio.Future[DnsAnswer]] = {}
+        # Those awaiting a lookup another caller is making, each with a future of its own (as
+        # asyncio.shield would give it: its cancellation leaves the lookup alone), settled
+        # directly when the lookup ends (in bulk, thousands of domains wait for one include).
+        self._waiters: dict[DnsQuery, list[asyncio.Future[DnsAnswer]]] = {}
         self.sent = 0
 
     async def query(self, query: DnsQuery) -> DnsAnswer:
@@ -135,13 +139,26 @@ class Resolver:
             future = asyncio.get_running_loop().create_future()
             self._pending[query] = future
             try:
-                future.set_result(await self._ask(query))
+                found = await self._ask(query)
             except BaseException as exc:  # keep waiters from hanging on a cancelled lookup
                 future.set_exception(exc)
+                waiters = self._waiters.pop(query, ())
+                if waiters:
+                    future.exception()  # (passed on to them: retrieved)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
                 raise
-        elif future.done():
+            future.set_result(found)
+            for waiter in self._waiters.pop(query, ()):
+                if not waiter.done():  # (a waiter cancelled meanwhile has given up)
+                    waiter.set_result(found)
+            return found
+        if future.done():
             return future.result()
-        return await asyncio.shield(future)
+        waiter = future.get_loop().create_future()
+        self._waiters.setdefault(query, []).append(waiter)
+        return await waiter
 
     def cached(self, query: DnsQuery) -> DnsAnswer | None:
         """The answer already received for this query in this run, or None (not asked yet,
@@ -180,7 +197,11 @@ class Resolver:
         except (dns.exception.DNSException, ValueError) as exc:
             return DnsAnswer(query, DnsStatus.ERROR, detail=f"not a valid DNS name or type: {exc}")
         last: DnsAnswer | None = None
-        await self._limit.acquire()
+        limit = self._limit
+        if limit.free > 0 and not limit.waiting:  # (acquire()'s own first step, without a coroutine)
+            limit.free -= 1
+        else:
+            await limit.acquire()
         try:
             for attempt in range(self.tries):
                 server = self.nameservers[attempt % len(self.nameservers)]
@@ -196,7 +217,7 @@ class Resolver:
                     server: Nameserver) -> DnsAnswer:
         started = time.perf_counter()
         self.sent += 1
-        common = {"server": str(server)}
+        common = {"server": _server_text(server)}
         try:
             response, tcp = await self.transport.exchange(labels, rdtype, server.host, server.port,
                                                           self.timeout)
@@ -233,6 +254,11 @@ class Resolver:
 
 
 @lru_cache(maxsize=64)
+def _server_text(server: Nameserver) -> str:
+    return str(server)
+
+
+@lru_cache(maxsize=64)
 def _rcode_text(rcode: int) -> str:
     return dns.rcode.to_text(rcode)  # type: ignore[arg-type]
 
@@ -243,7 +269,23 @@ def _rdtype(text: str) -> dns.rdatatype.RdataType:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``: when an answer arrived."""
+    return iso_time(time.time_ns())
+
+
+_second_text: tuple[int, str] = (-1, "")
+
+
+def iso_time(ns: int) -> str:
+    """``datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")`` for ``t`` ns since
+    the epoch, truncated to the microsecond (as ``datetime.now`` reads the clock), with the
+    text of the second made once per second rather than once per answer."""
+    global _second_text
+    second, micro = divmod(ns // 1000, 1_000_000)
+    if _second_text[0] != second:
+        _second_text = (second, datetime.fromtimestamp(second, UTC).isoformat()[:19])
+    text = _second_text[1]
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
 
 
 def _ms(started: float) -> float:

@@ -18,6 +18,7 @@ malformed names, trailing bytes) falls back.
 from __future__ import annotations
 
 import re
+import socket
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,6 +50,8 @@ _TXT_TEXT = tuple("\\" + chr(c) if c in b'"\\' else chr(c) if 0x20 <= c < 0x7F
 # 1 to 63 letters, digits, '-' or '_' per label, at most 253 characters without the final dot.
 _PLAIN_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 _PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]*")
+_PLAIN_STRING = re.compile(rb'[ !#-\[\]-~]*')  # TXT bytes to_text() writes as they are
+_POINTER_TO_QUESTION = b"\xc0\x0c"  # a name compressed to the question's (at offset 12)
 
 
 def name_labels(text: str) -> tuple[bytes, ...]:
@@ -156,7 +159,7 @@ def _label_text(label: bytes) -> str:
 
 
 def _lower(labels: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    return tuple(label.lower() for label in labels)
+    return tuple(map(bytes.lower, labels))
 
 
 class _RRset:
@@ -175,7 +178,7 @@ def _rdata(wire: bytes, rtype: int, pos: int, end: int) -> tuple[str, object, tu
     if rtype == A:
         if end - pos != 4:
             raise _Fallback
-        return ".".join(map(str, wire[pos:end])), wire[pos:end], ()
+        return socket.inet_ntoa(wire[pos:end]), wire[pos:end], ()
     if rtype == AAAA:
         if end - pos != 16:
             raise _Fallback
@@ -188,7 +191,11 @@ def _rdata(wire: bytes, rtype: int, pos: int, end: int) -> tuple[str, object, tu
             stop = p + 1 + wire[p]
             if stop > end:
                 raise _Fallback
-            strings.append('"' + "".join(map(_TXT_TEXT.__getitem__, wire[p + 1:stop])) + '"')
+            chunk = wire[p + 1:stop]
+            if _PLAIN_STRING.fullmatch(chunk):
+                strings.append('"' + chunk.decode("ascii") + '"')
+            else:
+                strings.append('"' + "".join(map(_TXT_TEXT.__getitem__, chunk)) + '"')
             p = stop
         if not strings:
             raise _Fallback
@@ -224,6 +231,17 @@ def _skip_other(wire: bytes, rtype: int, pos: int, end: int) -> None:
         raise _Fallback
 
 
+def _question(labels: tuple[bytes, ...]) -> tuple[bytes, tuple[bytes, ...]] | None:
+    """The question name as a reply repeats it uncompressed (lower-case wire form), and its
+    lower-case labels (no root); None when ``labels`` are not an absolute name's."""
+    if not labels or labels[-1] or not all(labels[:-1]) or max(map(len, labels)) > 63:
+        return None
+    wire = b"".join([bytes((len(label),)) + label for label in labels])
+    if len(wire) > 255:
+        return None
+    return wire.lower(), _lower(labels[:-1])
+
+
 def decode_reply(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary | None:
     """``summarize(from_wire(wire))`` for a reply that answers ``(name, rdtype, IN)`` (``labels``:
     the name's ``Name.labels``), or ``None`` when the reply is outside what this decoder covers
@@ -245,16 +263,31 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
     if (flags & _QR == 0 or flags & _OPCODE_MASK or flags & _TC or qdcount != 1
             or rcode not in _RCODES):
         return None
-    qlabels, pos = _name(wire, 12, size)
+    asked = _question(labels)
+    if asked is not None and wire[12:12 + len(asked[0])].lower() == asked[0]:
+        # The question as sent (in any case): its labels need not be read again.
+        qkey = qlabels = asked[1]
+        pos = 12 + len(asked[0])
+    else:
+        asked = None
+        qlabels, pos = _name(wire, 12, size)
+        qkey = _lower(qlabels)
+        if (*qkey, b"") != _lower(labels):
+            return None
     if pos + 4 > size:
         return None
     qtype, qclass = struct.unpack_from("!HH", wire, pos)
     pos += 4
-    if qtype != rdtype or qclass != CLASS_IN or (*_lower(qlabels), b"") != _lower(labels):
+    if qtype != rdtype or qclass != CLASS_IN:
         return None
     rrsets: dict[tuple[tuple[bytes, ...], int], _RRset] = {}
     for _ in range(ancount):
-        owner, pos = _name(wire, pos, size)
+        if asked is not None and wire[pos:pos + 2] == _POINTER_TO_QUESTION:
+            owner, okey = qlabels, qkey  # (the question's name, read above, ends before here)
+            pos += 2
+        else:
+            owner, pos = _name(wire, pos, size)
+            okey = _lower(owner)
         rtype, rclass, ttl, rdlen = _RR.unpack_from(wire, pos)
         pos += 10
         end = pos + rdlen
@@ -264,7 +297,7 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
         pos = end
         if ttl > MAX_TTL:
             ttl = 0  # as dnspython does
-        rkey = (_lower(owner), rtype)
+        rkey = (okey, rtype)
         rrset = rrsets.get(rkey)
         if rrset is None:
             rrset = rrsets[rkey] = _RRset(owner, ttl)
@@ -308,18 +341,21 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
         return None  # trailing bytes: dnspython raises TrailingJunk
     if rcode != _NOERROR:
         return ReplySummary(rcode, has_soa=has_soa)
-    return _chain(qlabels, rdtype, rrsets, has_soa)
+    return _chain(qlabels, qkey, rdtype, rrsets, has_soa)
 
 
-def _chain(qlabels: tuple[bytes, ...], rdtype: int,
+def _chain(qlabels: tuple[bytes, ...], qkey: tuple[bytes, ...], rdtype: int,
            rrsets: dict[tuple[tuple[bytes, ...], int], _RRset], has_soa: bool) -> ReplySummary | None:
-    """``resolve_chaining()``: follow CNAMEs from the question name to the answer RRset."""
+    """``resolve_chaining()``: follow CNAMEs from the question name (``qkey``: lower-case) to
+    the answer RRset."""
     current = qlabels
+    key = qkey
     answer = None
     cnames: list[str] = []
     count = 0
     while count < MAX_CHAIN:
-        key = _lower(current)
+        if count:
+            key = _lower(current)
         answer = rrsets.get((key, rdtype))
         if answer is not None:
             break

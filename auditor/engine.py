@@ -16,10 +16,11 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckDefinitionError, UndeclaredEvidenceError
-from .evidence import EVIDENCE_KEYS, State, evidence_path
+from .evidence import EVIDENCE_KEYS, Collection, State, evidence_path
 from .models import EvidenceRef
 
 if TYPE_CHECKING:
@@ -326,10 +327,9 @@ def _finding(meta: CheckMeta, res: Result) -> Finding:
     )
 
 
-def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+def _unusable_evidence(required: list[tuple[str, Collection[Any]]]) -> list[Result]:
     results = []
-    for key in meta.requires:
-        collection = ctx.evidence.get(key)
+    for key, collection in required:
         if collection.state.usable:
             continue
         state = collection.state.value
@@ -344,11 +344,11 @@ def _unusable_evidence(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     return results
 
 
-def _qualify_summaries(results: list[Result], meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+def _qualify_summaries(results: list[Result], read: list[tuple[str, Collection[Any]]]) -> list[Result]:
     """A "nothing found" pass only holds if every object was read: otherwise it is not
     evaluated, since the unread objects may be exactly the ones that would fail."""
-    unread = [(key, len(c.rejected), c.state) for key in _read_keys(meta, ctx)
-              if (c := ctx.evidence.get(key)).rejected or c.state is State.PARTIAL]
+    unread = [(key, len(c.rejected), c.state) for key, c in read
+              if c.rejected or c.state is State.PARTIAL]
     if not unread:
         return results
     gaps = "; ".join(f"{key}: {count} object(s) unreadable" if count else f"{key}: partial"
@@ -361,17 +361,17 @@ def _qualify_summaries(results: list[Result], meta: CheckMeta, ctx: AuditContext
     ]
 
 
-def _read_keys(meta: CheckMeta, ctx: AuditContext) -> list[str]:
+def _read_collections(meta: CheckMeta, ctx: AuditContext,
+                      required: list[tuple[str, Collection[Any]]]) -> list[tuple[str, Collection[Any]]]:
     """The evidence a check read: what it requires, and the optional evidence that was usable."""
-    return [*meta.requires, *(key for key in meta.uses if key != "dns"
-                              and ctx.evidence.get(key).state.usable)]
+    return [*required, *((key, c) for key in meta.uses if key != "dns"
+                         and (c := ctx.evidence.get(key)).state.usable)]
 
 
-def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
+def _coverage_gaps(read: list[tuple[str, Collection[Any]]]) -> list[Result]:
     """Objects the check could not see: rejected objects and partial collections."""
     results = []
-    for key in _read_keys(meta, ctx):
-        collection = ctx.evidence.get(key)
+    for key, collection in read:
         for rejected in collection.rejected:
             results.append(Result(
                 status=Status.NOT_EVALUATED,
@@ -394,16 +394,23 @@ def _coverage_gaps(meta: CheckMeta, ctx: AuditContext) -> list[Result]:
     return results
 
 
+@lru_cache(maxsize=1)
+def _check_context() -> type[CheckContext]:
+    """``CheckContext``, imported once, when first needed (not at import: see TYPE_CHECKING)."""
+    from .context import CheckContext
+
+    return CheckContext
+
+
 def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
               earlier: tuple[Finding, ...] = (), ran: frozenset[str] = frozenset()) -> list[Finding]:
     """Run one check in isolation and return its findings (never raises unless ``debug``).
 
     A verdict check (``derives_from``) also sees the ``earlier`` findings of the checks it names
-    and which checks ``ran``."""
-    from .context import CheckContext
-
+    and which checks ``ran``. Each evidence item's collection is looked up once."""
     meta = chk.meta
-    blocked = _unusable_evidence(meta, ctx)
+    required = [(key, ctx.evidence.get(key)) for key in meta.requires]
+    blocked = _unusable_evidence(required)
     if blocked:
         return [_finding(meta, r) for r in blocked]
     if meta.needs_gateway and not ctx.gateway.detected:
@@ -413,9 +420,9 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
         if hints:
             message += f" (hints: {hints})"
         return [_finding(meta, Result(Status.NOT_EVALUATED, "gateway", message, key="gateway"))]
-    view = CheckContext(ctx, meta.requires, meta.uses,
-                        findings=tuple(f for f in earlier if f.check_id in meta.derives_from),
-                        derives_from=meta.derives_from, ran=ran)
+    view = _check_context()(ctx, meta.requires, meta.uses,
+                            findings=tuple(f for f in earlier if f.check_id in meta.derives_from),
+                            derives_from=meta.derives_from, ran=ran)
     try:
         results = list(chk.func(view))
         if not results:
@@ -431,8 +438,9 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
         results = [Result(Status.ERROR, meta.id,
                           f"error: the check crashed: {type(exc).__name__}: {exc}{detail}",
                           key="crash")]
-    results = _qualify_summaries(results, meta, ctx)
-    return [_finding(meta, r) for r in results + _coverage_gaps(meta, ctx)]
+    read = _read_collections(meta, ctx, required)
+    results = _qualify_summaries(results, read)
+    return [_finding(meta, r) for r in results + _coverage_gaps(read)]
 
 
 def run_checks(checks: Iterable[Check], ctx: AuditContext, *, debug: bool = False) -> list[Finding]:

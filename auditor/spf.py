@@ -402,10 +402,11 @@ def _initial_domain_ok(domain: str) -> bool:
     A domain literal ("[192.0.2.1]") or a bare host name gives "none".
     """
     name = domain[:-1] if domain.endswith(".") else domain
-    if not name or len(name) > 253 or not all("!" <= ch <= "~" for ch in name):
+    # (every character within "!".."~": printable ASCII but the space)
+    if not name or len(name) > 253 or not (name.isascii() and name.isprintable()) or " " in name:
         return False
     labels = name.split(".")
-    if len(labels) < 2 or any(not label or len(label) > 63 for label in labels):
+    if len(labels) < 2 or "" in labels or max(map(len, labels)) > 63:
         return False
     return _TOPLABEL_RE.fullmatch(labels[-1]) is not None
 
@@ -421,7 +422,7 @@ def _query_name(expanded: str) -> str | None:
     while len(name) > 253 and "." in name:
         name = name.split(".", 1)[1]
     labels = name.split(".")
-    if not name or len(name) > 253 or any(not label or len(label) > 63 for label in labels):
+    if not name or len(name) > 253 or "" in labels or max(map(len, labels)) > 63:
         return None
     return name
 
@@ -986,51 +987,56 @@ def _looks_like_fragment(text: str) -> bool:
     return telling
 
 
-def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
-          top: list[str | None]) -> Resolution[tuple[bool, _WalkAll | None]]:
-    """Read one record and everything below it. Returns (record found, effective all)."""
-    walk.fetched += 1
-    ans = yield from walk.query(domain, "TXT")
-    if ans.status.temporary:
-        walk.problem("temperror", f"TXT lookup of {domain} failed: {ans.status.value}", chain)
-        return False, None
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one TXT answer says about the record at a domain, read once per distinct answer
+    (domains share includes): the problems found reading it, in order, with no chain yet."""
+
+    outcome: Literal["failed", "none", "several", "undecodable", "ok"]
+    problems: tuple[tuple[Severity, str], ...]
+    text: str = ""
+    size: int = 0
+    terms: tuple[_Term, ...] = ()
+    redirect: _Term | None = None
+    all_term: _Term | None = None
+
+
+@lru_cache(maxsize=1 << 16)  # pure: the domain and the answer's type, status and records decide it
+def _read(domain: str, rdtype: str, status: DnsStatus, records: tuple[str, ...]) -> _Reading:
+    if status.temporary:
+        return _Reading("failed", (("temperror", f"TXT lookup of {domain} failed: {status.value}"),))
+    ans = DnsAnswer(DnsQuery(domain, rdtype), status, records)
     try:
-        txts = ans.txt() if ans.status == DnsStatus.OK else []
-        raw = [_txt_strings(r) for r in ans.records] if ans.status == DnsStatus.OK else []
+        txts = ans.txt() if status == DnsStatus.OK else []
+        raw = [_txt_strings(r) for r in records] if status == DnsStatus.OK else []
     except (dns.exception.DNSException, ValueError) as exc:
-        walk.problem("temperror", f"malformed TXT answer for {domain}: {exc}", chain)
-        return False, None
+        return _Reading("failed", (("temperror", f"malformed TXT answer for {domain}: {exc}"),))
+    problems: list[tuple[Severity, str]] = []
     spf = [i for i, t in enumerate(txts) if _is_spf(t)]
     for t in txts:
         if not _is_spf(t) and t[:5].lower() == b"v=spf" and not t.lower().startswith(b"v=spf2"):
-            walk.problem("warning", f"TXT record {t[:40]!r} looks like SPF but does not start with "
-                         f"exactly 'v=spf1 ' (4.5): it is ignored", chain)
+            problems.append(("warning", f"TXT record {t[:40]!r} looks like SPF but does not start with "
+                                        f"exactly 'v=spf1 ' (4.5): it is ignored"))
     if not spf:
-        if via is not None:
-            walk.problem("permerror", f"{via}: {domain} has no SPF record ({ans.status.value}); "
-                         f"an include or redirect of it is a permerror (5.2, 6.1)", chain)
-        return False, None
+        return _Reading("none", tuple(problems))
     if len(spf) > 1:
-        walk.problem("permerror", f"{domain} publishes {len(spf)} SPF records (4.5)", chain)
-        return True, None
+        problems.append(("permerror", f"{domain} publishes {len(spf)} SPF records (4.5)"))
+        return _Reading("several", tuple(problems))
     for i, t in enumerate(txts):
         if i not in spf and _looks_like_fragment(t.decode("ascii", "replace")):
-            walk.problem("warning", f"TXT record {t[:60]!r} at {domain} looks like the rest of the SPF "
-                         f"record published as a separate record; TXT records are never joined (3.3)",
-                         chain)
+            problems.append(("warning", f"TXT record {t[:60]!r} at {domain} looks like the rest of the "
+                                        f"SPF record published as a separate record; TXT records are "
+                                        f"never joined (3.3)"))
     data = txts[spf[0]]
     strings = raw[spf[0]] if spf[0] < len(raw) else []
     try:
         text = _decode(data)
     except _SyntaxProblem as exc:
-        walk.problem("permerror", f"{domain}: {exc}", chain)
-        return True, None
-    walk.records.append((domain, text))
-    if via is None:
-        top[0] = text
+        problems.append(("permerror", f"{domain}: {exc}"))
+        return _Reading("undecodable", tuple(problems))
     if len(data) > RECORD_SIZE_HINT:
-        walk.problem("warning", f"{domain}: the record is {len(data)} bytes; keep it under "
-                     f"{RECORD_SIZE_HINT} so the answer fits in 512 bytes (3.4)", chain)
+        problems.append(("warning", f"{domain}: the record is {len(data)} bytes; keep it under "
+                                    f"{RECORD_SIZE_HINT} so the answer fits in 512 bytes (3.4)"))
     glued = _glued_terms(strings)
     terms: list[_Term] = []
     redirect: _Term | None = None
@@ -1043,30 +1049,59 @@ def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
         except _SyntaxProblem as exc:
             hint = (" (the record's strings are joined without a space here: end the previous string "
                     "with a space, 3.3)") if word in glued else ""
-            walk.problem("permerror", f"{domain}: syntax error: {exc}{hint}", chain)
+            problems.append(("permerror", f"{domain}: syntax error: {exc}{hint}"))
             continue
         if term.name == "redirect":
             if redirect is not None:
-                walk.problem("permerror", f"{domain}: redirect appears more than once (6)", chain)
+                problems.append(("permerror", f"{domain}: redirect appears more than once (6)"))
                 continue
             redirect = term
         elif term.name == "exp":
             if exp_seen:
-                walk.problem("permerror", f"{domain}: exp appears more than once (6)", chain)
+                problems.append(("permerror", f"{domain}: exp appears more than once (6)"))
             exp_seen = True
             terms.append(term)
         elif term.modifier:
-            walk.problem("warning", f"{domain}: unknown modifier {term.text!r} is ignored (6)", chain)
+            problems.append(("warning", f"{domain}: unknown modifier {term.text!r} is ignored (6)"))
         else:
             terms.append(term)
     all_term = next((t for t in terms if t.name == "all"), None)
     mechanisms = [t for t in terms if not t.modifier]
     if all_term is not None and mechanisms[-1] is not all_term:
-        walk.problem("warning", f"{domain}: terms after {all_term.text!r} are never evaluated", chain)
+        problems.append(("warning", f"{domain}: terms after {all_term.text!r} are never evaluated"))
+    return _Reading("ok", tuple(problems), text, len(data), tuple(terms), redirect, all_term)
+
+
+def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
+          top: list[str | None]) -> Resolution[tuple[bool, _WalkAll | None]]:
+    """Read one record and everything below it. Returns (record found, effective all)."""
+    walk.fetched += 1
+    ans = yield from walk.query(domain, "TXT")
+    reading = _read(domain, ans.query.rdtype, ans.status, ans.records)
+    problems = walk.problems
+    for severity, message in reading.problems:
+        problems.append(SpfProblem(severity, message, chain))
+    outcome = reading.outcome
+    if outcome != "ok":
+        if outcome == "none" and via is not None:
+            walk.problem("permerror", f"{via}: {domain} has no SPF record ({ans.status.value}); "
+                         f"an include or redirect of it is a permerror (5.2, 6.1)", chain)
+        return outcome not in ("failed", "none"), None
+    text = reading.text
+    walk.records.append((domain, text))
+    if via is None:
+        top[0] = text
+    all_term = reading.all_term
     if all_term is not None and all_term.qualifier == "+" and via is not None:
         walk.problem("warning", f"{domain}: {all_term.text!r} makes {via} match every host", chain)
-    for term in terms:
-        yield from _walk_term(walk, term, domain, chain, top)
+    networks = walk.networks
+    for term in reading.terms:
+        name = term.name
+        if name == "ip4" or name == "ip6":  # (no DNS: not worth a generator each)
+            networks.append(SpfNetwork(term.network_text, term.qualifier, domain, chain))
+        elif name != "all":
+            yield from _walk_term(walk, term, domain, chain, top)
+    redirect = reading.redirect
     if redirect is None:
         effective = _WalkAll(all_term.text, all_term.qualifier, domain) if all_term else None
         return True, effective

@@ -23,8 +23,10 @@ from one knotd (``tests/dnsserver.py`` ``KnotServer``, so Knot DNS must be insta
     download error, and getaddrinfo refuses every name but localhost, so only 127.0.0.1 is
     contacted; TLS checks of MX hosts are off (its default).
 
-Then it prints domains per second for each, the ratios, and a cProfile summary of an
-in-process run of ours (collection and checks) on ``--profile-domains`` domains.
+Then it prints domains per second for each, the ratios, where the CPU of run (a) went (our
+processes, user and system, and knotd's: the two cores are shared), and the phases and a cProfile
+summary of an in-process run of ours (collection and checks, with the cyclic garbage collector
+paused as the CLI's workers run) on ``--profile-domains`` domains.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -104,18 +108,50 @@ def domain_zone(names: list[str]) -> str:
 # -- (a) ours ---------------------------------------------------------------------------------
 
 
-def run_ours_cli(domain_file: Path, address: tuple[str, int], out: Path) -> tuple[float, str]:
+def run_ours_cli(domain_file: Path, address: tuple[str, int], out: Path,
+                 server_pid: int | None = None) -> tuple[float, str, str]:
+    """Run (a); returns the seconds, the CLI's summary line and where the CPU went."""
     command = [sys.executable, "-m", "auditor", "domains", str(domain_file), "--nameserver",
                f"{address[0]}:{address[1]}", "--format", "json", "--out", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = _cpu_seconds(server_pid)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # (the CLI and its workers)
+    server_after = _cpu_seconds(server_pid)
     if done.returncode != 0:
         raise SystemExit(f"our CLI failed ({done.returncode}):\n{done.stderr}")
-    return elapsed, done.stderr.strip().splitlines()[-1]
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    cpu = f"CPU: ours {user:.2f} s user + {system:.2f} s system"
+    if server_before is not None and server_after is not None:
+        cpu += f", knotd {server_after - server_before:.2f} s"
+    return elapsed, done.stderr.strip().splitlines()[-1], cpu
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """A process's CPU time (user + system) from /proc, or None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ours_in_process(names: list[str], address: tuple[str, int]) -> tuple[list[DomainDns], dict[str, float]]:
+    was_enabled = gc.isenabled()
+    gc.disable()  # as in the CLI's workers (auditor.bulk.run_job)
+    try:
+        return _ours_in_process(names, address)
+    finally:
+        gc.freeze()  # (what was made is kept to the end: no collection walks it)
+        if was_enabled:
+            gc.enable()
+
+
+def _ours_in_process(names: list[str], address: tuple[str, int]) -> tuple[list[DomainDns], dict[str, float]]:
     phases: dict[str, float] = {}
     started = time.perf_counter()
     wanted, rejected = read_domains(names)
@@ -235,11 +271,13 @@ def main() -> None:
         domain_file = Path(tmp) / "domains.txt"
         domain_file.write_text("\n".join(names) + "\n")
 
-        elapsed, summary = run_ours_cli(domain_file, address, Path(tmp) / "out")
+        pid = server.process.pid if server.process is not None else None
+        elapsed, summary, cpu = run_ours_cli(domain_file, address, Path(tmp) / "out", pid)
         results["ours"] = n / elapsed
         report = json.loads((Path(tmp) / "out" / "domains.json").read_text())
         print(f"(a) ours, CLI end to end: {n} domains in {elapsed:.2f} s = {n / elapsed:,.0f} domains/s"
               f"  [{summary}; {len(report['domains'])} domains in the report]")
+        print(f"    {cpu}")
 
         sample = names[:max(1, min(n, args.stock_domains))]
         recorded, phases = ours_in_process(sample, address)

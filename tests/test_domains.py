@@ -215,3 +215,50 @@ def test_a_domain_no_worker_returned_fails_the_run_instead_of_shrinking_the_repo
     assert [d["domain"] for d in domains] == ["a.example", "b.example"] and sent == 5
     with pytest.raises(BulkIncompleteError, match="1 of 3 domains came back from no worker"):
         merge_parts(["a.example", "b.example", "c.example"], [part_a, part_b])
+
+
+def test_findings_written_by_the_workers_are_reused_only_while_unchanged() -> None:
+    """The report text splices in each finding's text as its worker wrote it, and is written
+    whole again once the list no longer holds exactly the findings those texts were made for."""
+    from datetime import UTC, datetime
+
+    from auditor.bulk import WrittenFindings, bulk_json, merge_parts, report_text
+
+    finding_a = {"domain": "a.example", "check_id": "DNS-001", "status": "fail", "severity": "high",
+                 "evidence": [{"observed": ["10 mx.example."], "note": None}]}
+    finding_b = {"domain": "b.example", "check_id": "DNS-002", "status": "pass", "severity": "low",
+                 "evidence": []}
+    texts = {id(finding_a): json.dumps(finding_a, indent=2).replace("\n", "\n    "),
+             id(finding_b): '"written by the worker"'}  # (not finding_b's text: shows reuse)
+    part_b = ([{"domain": "b.example"}], [finding_b], 1, [texts[id(finding_b)]])
+    part_a = ([{"domain": "a.example"}], [finding_a], 2, [texts[id(finding_a)]])
+    domains, findings, sent = merge_parts(["a.example", "b.example"], [part_b, part_a])
+    assert type(findings) is WrittenFindings and findings == [finding_a, finding_b] and sent == 3
+    data = bulk_json(domains, findings, [], ["192.0.2.53:53"], datetime(2026, 1, 1, tzinfo=UTC))
+    assert report_text(data) == (json.dumps(data, indent=2, ensure_ascii=False) + "\n").replace(
+        json.dumps(finding_b, indent=2).replace("\n", "\n    "), '"written by the worker"')
+    findings[1] = dict(finding_b)  # changed since written: the texts no longer apply
+    assert report_text(data) == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    findings.append(finding_a)
+    assert report_text(data) == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_a_domain_is_judged_as_with_a_store_of_its_own(server: str) -> None:
+    """Bulk mode's store answers ``get`` from a table shared by the run: the findings are those
+    of a plain ``EvidenceStore`` per domain."""
+    from datetime import UTC, datetime
+
+    from auditor.bulk import audit_domains, dns_only
+    from auditor.context import AuditContext
+    from auditor.engine import discover, run_checks
+    from auditor.evidence import EvidenceStore
+    from auditor.gateways import builtin_profiles, resolve_gateway
+
+    recorded = _collected(server, _demo_domains())
+    registry, profiles = discover(), builtin_profiles()
+    report = audit_domains(recorded, registry, profiles)
+    for domain, judged in zip(recorded, report.results, strict=True):
+        store = EvidenceStore({}, dns={domain.domain: domain})
+        context = AuditContext(evidence=store, gateway=resolve_gateway(store, profiles),
+                               as_of=datetime.now(UTC))
+        assert judged.findings == tuple(run_checks(dns_only(registry), context)), domain.domain

@@ -484,3 +484,64 @@ def test_txt_records_are_read_as_dnspython_reads_them() -> None:
     for text in texts:
         assert _labels_or_error(txt_strings, text) == _labels_or_error(
             lambda t: dns.rdata.from_text("IN", "TXT", t).strings, text), text
+
+
+def test_the_decoder_reads_the_question_as_sent_or_as_written() -> None:
+    """The question as it was sent is matched byte for byte (in any case), and an owner that
+    points to it is that name; a question spelled otherwise is read label by label, with
+    dnspython's outcome either way."""
+    address = bytes([192, 0, 2, 1])
+    pointer = _raw("q.example.test", 1, [(b"\xc0\x0c", 1, 1, 60, address)])
+    written = _raw("q.example.test", 1, [(_raw_name("Q.Example.test"), 1, 1, 60, address)])
+    for wire, asked in ((pointer, "q.example.test"), (pointer, "Q.EXAMPLE.test"),
+                        (written, "q.example.test")):
+        decoded = _check(wire, asked, "A", fast=True)
+        assert decoded is not None and decoded.records == ("192.0.2.1",)
+        assert decoded.canonical == "q.example.test"
+    assert _check(pointer, "other.example.test", "A", fast=False) is None
+    assert _check(pointer, "q.example.test.more", "A", fast=False) is None
+    assert decode_reply(pointer, (b"q", b"example", b"test"), 1) is None  # not an absolute name
+    # A question compressed against the header: not as sent, read (and judged) the long way.
+    odd = pointer[:12] + b"\xc0\x00" + pointer[12 + len(_raw_name("q.example.test")):]
+    _check(odd, "q.example.test", "A")
+
+
+async def test_each_query_times_out_after_its_own_timeout() -> None:
+    """Deadlines in the order they are set share one timer; one set out of order (a shorter
+    timeout after a longer one) still comes on time."""
+    async with DnsDouble() as double:
+        for name in ("a", "b", "c"):
+            double.drop(f"{name}.example.test", "A")
+        host, port = double.address
+        transport = MultiplexTransport(sockets_per_server=1)
+        loop = asyncio.get_running_loop()
+
+        async def waited(name: str, timeout: float) -> float:
+            started = loop.time()
+            with pytest.raises(dns.exception.Timeout):
+                await transport.exchange(dns.name.from_text(f"{name}.example.test").labels,
+                                         dns.rdatatype.A, host, port, timeout)
+            return loop.time() - started
+
+        waits = await asyncio.gather(waited("a", 0.6), waited("b", 0.2), waited("c", 0.6))
+    assert 0.59 <= waits[0] < 1.5 and 0.19 <= waits[1] < 0.5 and 0.59 <= waits[2] < 1.5
+    assert transport.in_flight == 0
+
+
+def test_query_ids_are_drawn_from_the_system_and_a_forked_child_draws_its_own() -> None:
+    import os
+
+    from auditor.dnsfast import _random_id
+
+    ids = [_random_id() for _ in range(5000)]  # (more than one batch)
+    assert all(0 <= i < 65536 for i in ids) and len(set(ids)) > 4500
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(writing, struct.pack("!8H", *(_random_id() for _ in range(8))))
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = list(struct.unpack("!8H", os.read(reading, 16)))
+    os.close(reading)
+    os.close(writing)
+    assert from_child != [_random_id() for _ in range(8)]

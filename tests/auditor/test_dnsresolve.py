@@ -146,3 +146,77 @@ async def test_the_lookup_limit_admits_in_order_and_survives_cancelled_waiters()
     assert order == [0, 1, 2, 4, 5]
     assert isinstance(results[3], asyncio.CancelledError)
     assert limit.free == 2 and not limit.waiting
+
+
+async def test_a_caller_that_gives_up_on_a_shared_lookup_leaves_it_to_the_others() -> None:
+    """Callers of a lookup already in flight wait on futures of their own: one cancelled does
+    not cancel the lookup for the others (asyncio.shield's contract)."""
+    async with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
+        resolver = _resolver(*double.address)
+        query = DnsQuery.of("slow.example.test", "A")
+        first = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        quitter = asyncio.create_task(resolver.query(query))
+        stayer = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        quitter.cancel()
+        answers = await asyncio.gather(first, stayer)
+        with pytest.raises(asyncio.CancelledError):
+            await quitter
+    assert [a.records for a in answers] == [("192.0.2.1",), ("192.0.2.1",)]
+    assert resolver.sent == 1 and resolver.cached(query) is answers[0]
+
+
+async def test_when_the_caller_making_a_lookup_is_cancelled_its_waiters_are_told() -> None:
+    """The others waiting on that lookup get the cancellation rather than waiting forever."""
+    async with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
+        resolver = _resolver(*double.address)
+        query = DnsQuery.of("slow.example.test", "A")
+        first = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        waiter = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(first, waiter, return_exceptions=True), 2)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    assert resolver.cached(query) is None
+
+
+def test_a_query_keeps_its_value_semantics_with_its_hash_worked_out_once() -> None:
+    """DnsQuery caches its hash; it still compares, copies and pickles as a plain value (a
+    pickled table of queries is read in another process, whose string hashes differ)."""
+    import copy
+    import dataclasses
+    import pickle
+    import subprocess
+    import sys
+
+    query = DnsQuery.of("Example.COM.", "mx")
+    assert query == DnsQuery("example.com", "MX") and hash(query) == hash(("example.com", "MX"))
+    assert repr(query) == "DnsQuery(name='example.com', rdtype='MX')"
+    assert copy.deepcopy(query) == query and hash(dataclasses.replace(query, rdtype="A")) == hash(
+        ("example.com", "A"))
+    table = pickle.dumps({query: "found"})
+    read = subprocess.run([sys.executable, "-c", "import pickle, sys\nfrom auditor.dnsmodel import DnsQuery\n"
+                           "print(pickle.loads(sys.stdin.buffer.read())[DnsQuery('example.com', 'MX')])"],
+                          input=table, capture_output=True, check=True, env={"PYTHONHASHSEED": "7"})
+    assert read.stdout.strip() == b"found"
+
+
+def test_answer_times_are_written_as_datetime_writes_them() -> None:
+    """``at`` is made from the clock without a datetime per answer: the same text as
+    ``datetime.now(UTC).isoformat()`` (no fraction on a whole second, ``Z`` for UTC)."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from auditor.dnsresolve import iso_time
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    randomness = random.Random(3)
+    instants = [0, 999, 1_000, 10**9, 1_764_115_200 * 10**9, 1_764_115_200 * 10**9 + 999_999_999,
+                *(randomness.randrange(4 * 10**18) for _ in range(20_000))]
+    for ns in [*instants, *(ns - ns % 10**9 for ns in instants)]:
+        expected = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+        assert iso_time(ns) == expected, ns

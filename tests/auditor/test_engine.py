@@ -247,3 +247,39 @@ def test_a_check_cannot_derive_from_itself_or_from_a_non_id() -> None:
 
 
 SELF_DERIVED = _verdict_check(("TEST-009", "not an id"), "TEST-009")
+
+
+def test_each_evidence_item_is_looked_up_once_per_check_and_gaps_still_qualify_summaries() -> None:
+    """The engine reads each declared item's collection once per check (bulk mode runs checks
+    hundreds of thousands of times), and what it read still decides the coverage findings: a
+    summary pass over a partial optional item is not evaluated."""
+    asked: list[str] = []
+
+    class CountingStore(EvidenceStore):
+        def get(self, key: str) -> Collection:
+            asked.append(key)
+            return super().get(key)
+
+    rejected = Rejected(SourceRef("exo/Get-InboundConnector.json", "/0"), "Odd connector", "unreadable")
+    store = CountingStore({
+        "Get-TransportRule": Collection("Get-TransportRule", State.OK),
+        "Get-InboundConnector": Collection("Get-InboundConnector", State.PARTIAL, rejected=(rejected,),
+                                           reason="more pages"),
+    })
+
+    def summary(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.PASS, "rules", "nothing found", summary=True)
+
+    chk = check(id="TEST-002", title="t", severity=Severity.LOW, rationale="r",
+                remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                uses=("Get-InboundConnector", "Get-OutboundConnector"))(summary)
+    context = _context(store)
+    asked.clear()
+    findings = run_check(chk, context)
+    assert sorted(asked) == ["Get-InboundConnector", "Get-OutboundConnector", "Get-TransportRule"]
+    assert [(f.status, f.resource) for f in findings] == [
+        (Status.NOT_EVALUATED, "rules"),
+        (Status.NOT_EVALUATED, "Odd connector"),
+        (Status.NOT_EVALUATED, "Get-InboundConnector"),
+    ]
+    assert "Get-InboundConnector: 1 object(s) unreadable" in findings[0].message

@@ -314,3 +314,29 @@ def _never_called(query: DnsQuery) -> DnsAnswer:  # pragma: no cover
 def test_invalid_domain_needs_no_dns() -> None:
     outcome = resolve(check_host("192.0.2.1", "localhost", "user@localhost"), _never_called)
     assert outcome.result == "none"
+
+
+def test_a_record_shared_by_several_trees_tells_each_its_own_chain() -> None:
+    """A record is read once per distinct answer (domains share includes), but each tree that
+    includes it gets its problems and networks with its own chain, and its own via-dependent
+    problems (an include of a name without SPF; +all reached through an include)."""
+    shared = "v=spf1 ip4:192.0.2.1 badterm +all " + "ip4:198.51.100.1 " * 30
+    zone = {
+        "a.example": spf("v=spf1 include:shared.example -all"),
+        "b.example": spf("v=spf1 include:mid.example -all"),
+        "mid.example": spf("v=spf1 include:shared.example include:nospf.example ~all"),
+        "shared.example": spf(*(shared[i:i + 200] for i in range(0, len(shared), 200))),
+        "nospf.example": {"TXT": [txt_record("not spf")]},
+    }
+    trees = {name: run_analyse(zone, name) for name in ("a.example", "b.example", "a.example")}
+    chains = {name: {p.chain for p in tree.problems if "shared.example" in p.message}
+              for name, tree in trees.items()}
+    assert chains == {"a.example": {("a.example", "shared.example")},
+                      "b.example": {("b.example", "mid.example", "shared.example")}}
+    assert "+all' makes a.example include:shared.example match every host" in messages(trees["a.example"])
+    assert "mid.example include:shared.example match every host" in messages(trees["b.example"])
+    assert "mid.example include:nospf.example: nospf.example has no SPF record" in messages(
+        trees["b.example"], "permerror")
+    assert {n.chain for n in trees["b.example"].networks if n.network == "192.0.2.1/32"} == {
+        ("b.example", "mid.example", "shared.example")}
+    assert messages(trees["a.example"]).count("badterm") == 1
