@@ -42,9 +42,9 @@ from .mailbox import (
     MailboxFailure,
     MailboxOutcome,
     MailboxPolicy,
-    evidence_item,
     header_row,
     not_collected,
+    read_items,
     recipient_text,
     sample,
 )
@@ -173,23 +173,10 @@ class GraphMailboxCollector:
             await self.credential.token(self.http)
         except AuthenticationError as exc:
             return not_collected(OPERATIONS, State.ERROR, f"no token for Microsoft Graph: {exc}")
-        gate = asyncio.Semaphore(max(1, policy.concurrency))
-        items: list[CmdletResult] = []
         reads = [(RULES_KEY, policy.rules, self._read_rules, "inbox rules"),
                  (HEADERS_KEY, policy.headers, self._read_headers, "message headers")]
-        for key, on, read, what in reads:
-            if not on:
-                items.append(CmdletResult(key, OPERATIONS[key], State.MISSING, reason=SWITCHED_OFF))
-                continue
-
-            async def run(address: str, read: Any = read, what: str = what) -> MailboxOutcome:
-                async with gate:
-                    return await self._one(address, read, what)
-
-            outcomes = await asyncio.gather(*(run(a) for a in chosen))
-            items.append(evidence_item(key, OPERATIONS[key], f"{OPERATIONS[key]}, {SOURCE}", GRAPH, outcomes,
-                                       len(addresses), policy))
-        return items
+        return await read_items(reads, chosen, len(addresses), policy, self._one, OPERATIONS,
+                                lambda operation: f"{operation}, {SOURCE}", GRAPH)
 
 
 def _texts(value: Any) -> list[str]:

@@ -38,7 +38,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -365,7 +365,6 @@ class MailboxCollector:
         """Both items for the sampled mailboxes; a switched-off item is marked missing."""
         policy = self.policy
         chosen = sample(addresses, policy.mailbox_sample)
-        items: list[CmdletResult] = []
         reads = [(RULES_KEY, policy.rules, self._read_rules, "inbox rules"),
                  (HEADERS_KEY, policy.headers, self._read_headers, "message headers")]
         if not any(on for _, on, _, _ in reads):
@@ -377,23 +376,11 @@ class MailboxCollector:
         except AuthenticationError as exc:
             return not_collected(OPERATIONS, State.ERROR, f"no token for EWS: {exc}")
         self._configure(token)
-        gate = asyncio.Semaphore(max(1, policy.concurrency))
         try:
-            for key, on, read, what in reads:
-                if not on:
-                    items.append(CmdletResult(key, OPERATIONS[key], State.MISSING, reason=SWITCHED_OFF))
-                    continue
-
-                async def run(address: str, read: Any = read, what: str = what) -> MailboxOutcome:
-                    async with gate:
-                        return await self._one(address, read, what)
-
-                outcomes = await asyncio.gather(*(run(a) for a in chosen))
-                items.append(evidence_item(key, OPERATIONS[key], f"{OPERATIONS[key]} {EWS_SOURCE}", EWS,
-                                           outcomes, len(addresses), policy))
+            return await read_items(reads, chosen, len(addresses), policy, self._one, OPERATIONS,
+                                    lambda operation: f"{operation} {EWS_SOURCE}", EWS)
         finally:
             self._protocol().close()
-        return items
 
 
 # --- which API ------------------------------------------------------------------------------------
@@ -528,6 +515,34 @@ def _classify(exc: BaseException, policy: MailboxPolicy) -> tuple[str, float | N
     if isinstance(exc, OSError):
         return "retry", None, f"{name}: {text}"
     return "fatal", None, f"{name}: {text}"
+
+
+ReadOne = Callable[[str], Awaitable[list[dict[str, Any]]]]
+ReadItem = tuple[str, bool, ReadOne, str]  # evidence key, switched on, reader, what it reads
+
+
+async def read_items(reads: Sequence[ReadItem], chosen: Sequence[str], listed: int,
+                     policy: MailboxPolicy,
+                     one: Callable[[str, ReadOne, str], Awaitable[MailboxOutcome]],
+                     operations: Mapping[str, str], source: Callable[[str], str],
+                     api: str) -> list[CmdletResult]:
+    """Each switched-on item read for every chosen mailbox, ``policy.concurrency`` at a time
+    (a switched-off item is marked missing): the same for EWS and Graph."""
+    gate = asyncio.Semaphore(max(1, policy.concurrency))
+    items: list[CmdletResult] = []
+    for key, on, read, what in reads:
+        if not on:
+            items.append(CmdletResult(key, operations[key], State.MISSING, reason=SWITCHED_OFF))
+            continue
+
+        async def run(address: str, read: ReadOne = read, what: str = what) -> MailboxOutcome:
+            async with gate:
+                return await one(address, read, what)
+
+        outcomes = await asyncio.gather(*(run(a) for a in chosen))
+        items.append(evidence_item(key, operations[key], source(operations[key]), api, outcomes,
+                                   listed, policy))
+    return items
 
 
 def not_collected(operations: Mapping[str, str], state: State, reason: str) -> list[CmdletResult]:
