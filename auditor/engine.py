@@ -443,14 +443,34 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
     return [_finding(meta, r) for r in results + _coverage_gaps(read)]
 
 
+def in_dependency_order(checks: Iterable[Check]) -> list[Check]:
+    """Plain checks first, then each verdict check after the verdict checks it derives from
+    (registration order otherwise; a cycle runs in registration order, each check seeing the
+    findings made before it)."""
+    listed = list(checks)
+    ordered = [c for c in listed if not c.meta.derives_from]
+    pending = [c for c in listed if c.meta.derives_from]
+    verdicts = {c.id for c in pending}
+    done: set[str] = set()
+    while pending:
+        ready = [c for c in pending if not (set(c.meta.derives_from) & verdicts) - done - {c.id}]
+        chosen = ready[0] if ready else pending[0]
+        ordered.append(chosen)
+        done.add(chosen.id)
+        pending.remove(chosen)
+    return ordered
+
+
 def run_checks(checks: Iterable[Check], ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
-    """Run every check; verdict checks run last, over the findings of the others."""
-    ordered = sorted(checks, key=lambda c: bool(c.meta.derives_from))
+    """Run every check; verdict checks run last, over the findings of the checks they derive
+    from (verdict checks included: see ``in_dependency_order``)."""
     findings: list[Finding] = []
-    plain = frozenset(c.id for c in ordered if not c.meta.derives_from)
-    for chk in ordered:
+    ran: set[str] = set()
+    for chk in in_dependency_order(checks):
         if chk.meta.derives_from:
-            findings.extend(run_check(chk, ctx, debug=debug, earlier=tuple(findings), ran=plain))
+            findings.extend(run_check(chk, ctx, debug=debug, earlier=tuple(findings),
+                                      ran=frozenset(ran)))
         else:
             findings.extend(run_check(chk, ctx, debug=debug))
+        ran.add(chk.id)
     return findings

@@ -52,6 +52,9 @@ GATEWAY_PATH_ONLY = ("CONN-005", "CONN-008")
 ATTRIBUTED_ROUTES = ("CONN-009",)
 # Whether spoofing the domain itself is refused where the route is open.
 DMARC = "DNS-006"
+# What Exchange Online answered an SMTP probe of the domain: proof, not configuration. Optional
+# (most audits run no probe): only an open or half-open answer counts; no probe leaves no gap.
+PROBE = "PROBE-001"
 
 
 @dataclass
@@ -118,6 +121,9 @@ def _judge(ctx: CheckContext, name: str) -> _Judgement:
         for finding in ctx.findings(check_id):
             if finding.status is Status.FAIL:
                 judgement.weakening.append(finding)
+    for finding in ctx.findings(PROBE):
+        if finding.resource == f"SMTP probe to {name}" and finding.status.is_finding:
+            _sort(finding, judgement, route=True)
     return judgement
 
 
@@ -191,7 +197,7 @@ def _dmarc_note(ctx: CheckContext, name: str, routes: list[Finding]) -> str:
     references=(MS_THIRD_PARTY,),
     mappings=Mappings(attack=("T1566", "T1685", "T1562.001")),
     needs_gateway=True,
-    derives_from=(*DOMAIN_ROUTE, *TENANT_ROUTE, *FILTERING, DMARC),
+    derives_from=(*DOMAIN_ROUTE, *TENANT_ROUTE, *FILTERING, DMARC, PROBE),
 )
 def domain_verdicts(ctx: CheckContext) -> Iterator[Result]:
     domains = ctx.objects("Get-AcceptedDomain", AcceptedDomain)

@@ -229,6 +229,34 @@ def test_a_verdict_check_runs_after_the_checks_it_derives_from_whatever_their_or
     assert findings[1].related == (findings[0].fingerprint,) and findings[1].verdict == "seen"
 
 
+def test_a_verdict_check_runs_after_the_verdict_checks_it_derives_from() -> None:
+    """A verdict built on another verdict (GW-001 on PROBE-001, itself built on CONN-001) sees
+    its findings, whatever the registration order."""
+    def plain(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.FAIL, "rule x", "bad", key="x")
+
+    def middle(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.WARN, "tenant", f"{len(ctx.findings('TEST-001'))} below", key="m")
+
+    middle_check = check(id="TEST-008", title="t", severity=Severity.LOW, rationale="r",
+                         remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                         derives_from=("TEST-001",))(middle)
+    findings = run_checks([_verdict_check(("TEST-008",), "TEST-008"), middle_check,
+                           _check(plain, check_id="TEST-001")], _context(_rules_store()))
+    assert [f.check_id for f in findings] == ["TEST-001", "TEST-008", "TEST-009"]
+    assert findings[2].message == "1 finding(s); ran=True"
+    assert findings[2].related == (findings[1].fingerprint,)
+
+
+def test_verdict_checks_that_derive_from_each_other_still_all_run() -> None:
+    first = _verdict_check(("TEST-001",), "TEST-001")
+    cycle = [first, check(id="TEST-001", title="t", severity=Severity.LOW, rationale="r",
+                          remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                          derives_from=("TEST-009",))(lambda ctx: iter(()))]
+    assert sorted(f.check_id for f in run_checks(cycle, _context(_rules_store()))) == [
+        "TEST-001", "TEST-009"]
+
+
 def test_a_verdict_check_knows_which_sources_did_not_run() -> None:
     findings = run_checks([_verdict_check(("TEST-001",), "TEST-001")], _context(_rules_store()))
     assert findings[0].message == "0 finding(s); ran=False"

@@ -255,3 +255,27 @@ def test_an_empty_accepted_domain_list_is_not_read_as_a_foreign_domain(
              "Probe-SMTP": [probe_record(LOCKED_REPLY)]}
     finding = _only(findings_for(audit(make_export(files), gateway_file=doc_gateway), "PROBE-001"))
     assert finding.status is Status.NOT_EVALUATED and "no accepted domain" in finding.message
+
+
+def test_gw001_counts_an_exposed_probe_as_an_open_route_even_against_the_configuration(
+        make_export: MakeExport, doc_gateway: Path) -> None:
+    """The probe is proof: GW-001 calls the domain bypassable and links the probe's finding."""
+    files = {"Get-AcceptedDomain": accepted("contoso.com"), "Get-InboundConnector": [connector()],
+             "Get-TransportRule": [], "Probe-SMTP": [probe_record()]}
+    report = audit(make_export(files), gateway_file=doc_gateway)
+    probe = _only(findings_for(report, "PROBE-001"))
+    verdict = _only(findings_for(report, "GW-001"))
+    assert verdict.status is Status.FAIL and verdict.verdict == "bypassable"
+    assert "PROBE-001 (SMTP probe to contoso.com)" in verdict.message
+    assert probe.fingerprint in verdict.related
+
+
+def test_gw001_is_unchanged_by_a_locked_or_missing_probe(make_export: MakeExport,
+                                                         doc_gateway: Path) -> None:
+    for probes in ([probe_record(LOCKED_REPLY)], None):
+        files: dict[str, Any] = {"Get-AcceptedDomain": accepted("contoso.com"),
+                                 "Get-InboundConnector": [connector()], "Get-TransportRule": []}
+        if probes is not None:
+            files["Probe-SMTP"] = probes
+        verdict = _only(findings_for(audit(make_export(files), gateway_file=doc_gateway), "GW-001"))
+        assert "PROBE-001" not in verdict.message and verdict.verdict != "bypassable"
