@@ -293,9 +293,22 @@ def merge_parts(domains: list[str],
     if not all(len(part) == 4 for part in parts):
         merged = sorted((f for part in parts for f in part[1]), key=lambda f: order[f["domain"]])
         return merged_domains, merged, sent
-    pairs = sorted(((f, text) for part in parts for f, text in zip(part[1], part[3], strict=True)),
-                   key=lambda pair: order[pair[0]["domain"]])
-    return merged_domains, WrittenFindings([f for f, _ in pairs], [text for _, text in pairs]), sent
+    # Each domain's findings, in the order its part has them (what a stable sort by the domain's
+    # place in the list gives, without a key looked up for every finding).
+    by_domain: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+    for part in parts:
+        for f, text in zip(part[1], part[3], strict=True):
+            found = by_domain.get(f["domain"])
+            if found is None:
+                found = by_domain[f["domain"]] = ([], [])
+            found[0].append(f)
+            found[1].append(text)
+    findings: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for name in sorted(by_domain, key=order.__getitem__):
+        findings += by_domain[name][0]
+        texts += by_domain[name][1]
+    return merged_domains, WrittenFindings(findings, texts), sent
 
 
 # -- The JSON report's text ----------------------------------------------------------------------

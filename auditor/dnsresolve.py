@@ -160,6 +160,17 @@ class Resolver:
         self._waiters.setdefault(query, []).append(waiter)
         return await waiter
 
+    def joined(self, query: DnsQuery) -> asyncio.Future[DnsAnswer] | None:
+        """For a lookup in flight, the future of its own that ``query`` would await for it (the
+        answer, or the lookup's exception; cancelling it leaves the lookup alone), with no
+        coroutine or task to await it through; None when the query is not in flight."""
+        future = self._pending.get(query)
+        if future is None or future.done():
+            return None
+        waiter = future.get_loop().create_future()
+        self._waiters.setdefault(query, []).append(waiter)
+        return waiter
+
     def cached(self, query: DnsQuery) -> DnsAnswer | None:
         """The answer already received for this query in this run, or None (not asked yet,
         still in flight, or failed): what ``query`` would return at once, without awaiting."""
@@ -230,27 +241,35 @@ class Resolver:
         # The transport may already have read the reply (dnswire's fast decoder): same summary.
         reply = response if isinstance(response, ReplySummary) else summarize(response)
         rcode = reply.rcode
-        extra = {"at": _now(), "elapsed_ms": _ms(started), "tcp": tcp,
-                 "rcode": _rcode_text(rcode), **common}
+        # (the fields every answer to a reply has, passed by position: query, status, records,
+        # ttl, server, at, elapsed_ms, tcp; then detail and cname by name, rcode)
+        at, elapsed, server_text, rcode_text = _now(), _ms(started), common["server"], _rcode_text(rcode)
+        if rcode == dns.rcode.NOERROR:
+            if reply.chain_error is not None:
+                return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
+                                 f"alias chain: {reply.chain_error}", rcode=rcode_text)
+            cnames = reply.cnames
+            if reply.records is None:
+                # No SOA in the authority section: the server stopped at the alias rather than
+                # saying that its target has no data (a chasing server proves no-data with the
+                # target's SOA). (resolve_chaining()'s minimum_ttl, once tested here, is never None.)
+                unchased = bool(cnames) and reply.canonical != query.name and not reply.has_soa
+                return DnsAnswer(query, DnsStatus.NODATA, (), None, server_text, at, elapsed, tcp,
+                                 f"alias {reply.canonical}" if unchased else None, cnames,
+                                 rcode_text)
+            return DnsAnswer(query, DnsStatus.OK, reply.records, reply.ttl, server_text, at,
+                             elapsed, tcp, None, cnames, rcode_text)
         if rcode == dns.rcode.NXDOMAIN:
-            return DnsAnswer(query, DnsStatus.NXDOMAIN, **extra)
+            return DnsAnswer(query, DnsStatus.NXDOMAIN, (), None, server_text, at, elapsed, tcp,
+                             rcode=rcode_text)
         if rcode == dns.rcode.SERVFAIL:
-            return DnsAnswer(query, DnsStatus.SERVFAIL, detail="the server failed (SERVFAIL)", **extra)
+            return DnsAnswer(query, DnsStatus.SERVFAIL, (), None, server_text, at, elapsed, tcp,
+                             "the server failed (SERVFAIL)", rcode=rcode_text)
         if rcode == dns.rcode.REFUSED:
-            return DnsAnswer(query, DnsStatus.REFUSED, detail="the server refused (REFUSED)", **extra)
-        if rcode != dns.rcode.NOERROR:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=f"rcode {dns.rcode.to_text(rcode)}", **extra)
-        if reply.chain_error is not None:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=f"alias chain: {reply.chain_error}", **extra)
-        cnames = reply.cnames
-        if reply.records is None:
-            # No SOA in the authority section: the server stopped at the alias rather than saying
-            # that its target has no data (a chasing server proves no-data with the target's SOA).
-            # (resolve_chaining()'s minimum_ttl, once tested here, is never None.)
-            unchased = bool(cnames) and reply.canonical != query.name and not reply.has_soa
-            return DnsAnswer(query, DnsStatus.NODATA, cname=cnames,
-                             detail=f"alias {reply.canonical}" if unchased else None, **extra)
-        return DnsAnswer(query, DnsStatus.OK, reply.records, ttl=reply.ttl, cname=cnames, **extra)
+            return DnsAnswer(query, DnsStatus.REFUSED, (), None, server_text, at, elapsed, tcp,
+                             "the server refused (REFUSED)", rcode=rcode_text)
+        return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
+                         f"rcode {dns.rcode.to_text(rcode)}", rcode=rcode_text)
 
 
 @lru_cache(maxsize=64)

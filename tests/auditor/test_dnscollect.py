@@ -263,6 +263,26 @@ async def test_every_domain_sharing_an_include_records_it() -> None:
         assert include.status is DnsStatus.OK and include.txt() == [b"v=spf1 ip4:192.0.2.0/24 -all"]
 
 
+async def test_domains_finding_their_mx_hosts_addresses_in_flight_join_those_lookups() -> None:
+    """The MX hosts' A/AAAA are asked together (query_all); domains that find them in flight
+    join them (Resolver.joined) and record the same answers, in the order of the questions."""
+    async with DnsDouble() as double:
+        for domain in SHARED_DOMAINS:
+            double.answer(domain, "MX", "10 mx.shared.test.")
+        double.delay("mx.shared.test", "A", 0.2, "192.0.2.25")
+        double.delay("mx.shared.test", "AAAA", 0.25, "2001:db8::25")
+        resolver = resolver_for(double.address)
+        found = await asyncio.wait_for(collect(SHARED_DOMAINS, resolver), LIMIT)
+        assert double.count("mx.shared.test", "A") == double.count("mx.shared.test", "AAAA") == 1
+    first = found[0]
+    for recording in found:
+        order = [(a.query.name, a.query.rdtype) for a in recording.answers]
+        assert order[:3] == [(recording.domain, "MX"), ("mx.shared.test", "A"),
+                             ("mx.shared.test", "AAAA")]
+        assert recording.get("mx.shared.test", "A") is first.get("mx.shared.test", "A")
+        assert recording.get("mx.shared.test", "AAAA").addresses() == ["2001:db8::25"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The recording as bytes
 

@@ -168,6 +168,41 @@ async def test_a_caller_that_gives_up_on_a_shared_lookup_leaves_it_to_the_others
     assert resolver.sent == 1 and resolver.cached(query) is answers[0]
 
 
+async def test_a_lookup_in_flight_can_be_joined_without_a_coroutine() -> None:
+    """``joined`` hands out what ``query`` would await for a lookup in flight: a future of its
+    own, settled with the same answer, whose cancellation leaves the lookup to the others; and
+    None for a query not asked yet or already answered."""
+    async with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
+        resolver = _resolver(*double.address)
+        query = DnsQuery.of("slow.example.test", "A")
+        assert resolver.joined(query) is None  # not asked yet
+        first = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        quitter, stayer = resolver.joined(query), resolver.joined(query)
+        assert quitter is not None and stayer is not None and quitter is not stayer
+        quitter.cancel()
+        answers = await asyncio.gather(first, stayer)
+        assert resolver.joined(query) is None  # answered: cached() has it
+    assert answers[0] is answers[1] is resolver.cached(query)
+    assert answers[0].records == ("192.0.2.1",) and resolver.sent == 1
+    assert quitter.cancelled()
+
+
+async def test_a_joined_lookup_whose_maker_is_cancelled_is_cancelled_too() -> None:
+    async with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
+        resolver = _resolver(*double.address)
+        query = DnsQuery.of("slow.example.test", "A")
+        first = asyncio.create_task(resolver.query(query))
+        await asyncio.sleep(0.05)
+        joined = resolver.joined(query)
+        assert joined is not None
+        first.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(first, joined, return_exceptions=True), 2)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+
 async def test_when_the_caller_making_a_lookup_is_cancelled_its_waiters_are_told() -> None:
     """The others waiting on that lookup get the cancellation rather than waiting forever."""
     async with DnsDouble() as double:
