@@ -364,6 +364,15 @@ def inbox_rules(ctx: CheckContext) -> Iterator[Result]:
                 + (f" (Get-Mailbox lists {len(mailboxes)})" if mailboxes else "")
                 + "; only those were examined: mailboxes whose rules were not exported, and "
                 "hidden rules (Get-InboxRule -IncludeHidden), were not" + graph_note)
+    read_empty = _mailboxes_read_without_rules(ctx)
+    if not rules and read_empty:
+        yield result(Status.PASS, "inbox rules",
+                     f"none of the {read_empty} mailboxes collect --mailboxes read has an inbox "
+                     "rule" + (f" (Get-Mailbox lists {len(mailboxes)})" if mailboxes else "")
+                     + "; mailboxes not read, and hidden rules, were not examined" + graph_note,
+                     EvidenceRef(file=f"mailbox/{EWS_INBOX_RULES}.json", pointer="", observed=0),
+                     key="none", summary=True)
+        return
     if not rules:
         yield result(Status.NOT_EVALUATED, "inbox rules",
                      "not evaluated: the export holds no inbox rules at all; Get-InboxRule reads "
@@ -407,6 +416,15 @@ def _ews_rules_of_other_mailboxes(ctx: CheckContext, rules: tuple[InboxRule, ...
 def read_through_graph(rule: InboxRule) -> bool:
     """Whether collect --mailboxes read this row through Microsoft Graph (not EWS)."""
     return str(rule.raw.get("CollectedThrough") or "").lower() == THROUGH_GRAPH
+
+
+def _mailboxes_read_without_rules(ctx: CheckContext) -> int:
+    """How many mailboxes collect --mailboxes read and found without inbox rules (each has a
+    row saying so; a mailbox it could not read has a row with another state)."""
+    if not ctx.available(EWS_INBOX_RULES):
+        return 0
+    return len({str(r.raw.get("Mailbox") or "").lower() for r in ctx.objects(EWS_INBOX_RULES, InboxRule)
+                if r.Name is None and r.raw.get("CollectionState") == "empty"})
 
 
 def _mailboxes_read_through_graph(ctx: CheckContext) -> int:

@@ -362,7 +362,15 @@ def test_mbx002_the_pass_summary_counts_the_mailboxes_graph_read_including_those
     assert "-IncludeHidden lists them" in finding.message
 
 
-def test_mbx002_no_rules_found_through_graph_is_not_evaluated_and_says_graph_cannot_see_hidden_ones(
+def test_mbx002_mailboxes_read_without_rules_pass_for_those_mailboxes_and_say_graph_cannot_see_hidden_ones(
         make_export: MakeExport) -> None:
+    """Each mailbox read has a row even when it has no rules: that is evidence, not a gap."""
     finding = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": _collected("graph", EMPTY_MAILBOX)}))
-    assert finding.status is Status.NOT_EVALUATED and "hidden inbox rules" in finding.message
+    assert finding.status is Status.PASS and "hidden inbox rules" in finding.message
+    assert "none of the 1 mailboxes collect --mailboxes read has an inbox rule" in finding.message
+
+
+def test_mbx002_a_mailbox_that_could_not_be_read_is_no_evidence_of_no_rules(make_export: MakeExport) -> None:
+    unread = {"Mailbox": "bob@contoso.com", "CollectionState": "denied", "CollectionError": "HTTP 403"}
+    finding = _only(_run(make_export, "MBX-002", {"Mailbox-InboxRules": _collected("graph", unread)}))
+    assert finding.status is Status.NOT_EVALUATED
