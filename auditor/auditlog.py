@@ -32,7 +32,7 @@ import httpx
 from . import __version__
 from .errors import AuthenticationError, CmdletNotAllowedError
 from .evidence import State
-from .exo_rest import CmdletResult, RetryPolicy, _json, _Outcome, _retry_after
+from .exo_rest import CmdletResult, ItemStopped, RetryPolicy, parse_json_body, retry_delay
 from .graph import GraphClient
 from .models import redact_parameters
 from .oauth import AccessToken, Credential
@@ -106,7 +106,7 @@ class AuditLogClient:
         try:
             query = await self._create(now)
             await self._wait(query)
-        except _Outcome as outcome:
+        except ItemStopped as outcome:
             return CmdletResult(AUDIT_KEY, self.source, outcome.state, reason=outcome.reason,
                                 requests=self.graph.requests - start)
         found = await self.graph.list(
@@ -152,23 +152,23 @@ class AuditLogClient:
                     renewed = True
                     continue
                 if status in (401, 403):
-                    raise _Outcome(State.DENIED, _refusal(status, response))
+                    raise ItemStopped(State.DENIED, _refusal(status, response))
                 if status == 429:
-                    wait = _retry_after(response.headers.get("retry-after"), policy.max_retry_after)
+                    wait = retry_delay(response.headers.get("retry-after"), policy.max_retry_after)
                     last = "throttled (429)"
                 elif status >= 500 or status == 408:
                     last = f"HTTP {status}"
                 else:
-                    raise _Outcome(State.ERROR, _refusal(status, response))
+                    raise ItemStopped(State.ERROR, _refusal(status, response))
             attempt += 1
             if attempt >= policy.attempts:
-                raise _Outcome(State.ERROR, f"creating the audit log query: gave up after "
+                raise ItemStopped(State.ERROR, f"creating the audit log query: gave up after "
                                             f"{policy.attempts} attempts: {last}")
             await self.graph.sleep(wait if wait is not None else
                                    min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
 
     async def _wait(self, query: str) -> None:
-        """Poll the query until it succeeded; an _Outcome when it failed or took too long."""
+        """Poll the query until it succeeded; an ItemStopped when it failed or took too long."""
         url = f"{self.graph.base_url}{QUERIES_PATH}/{quote(query, safe='')}"
         deadline = self.clock() + self.policy.max_wait
         while True:
@@ -177,10 +177,10 @@ class AuditLogClient:
             if status.lower() == "succeeded":
                 return
             if status.lower() in ("failed", "cancelled"):
-                raise _Outcome(State.ERROR, f"Microsoft's audit log search {status.lower()} "
+                raise ItemStopped(State.ERROR, f"Microsoft's audit log search {status.lower()} "
                                             f"(query {query}); run collect again")
             if self.clock() >= deadline:
-                raise _Outcome(State.ERROR, f"the audit log query was still {status or 'pending'} "
+                raise ItemStopped(State.ERROR, f"the audit log query was still {status or 'pending'} "
                                             f"after {self.policy.max_wait:g} s; run collect again "
                                             "later, or export the audit log with the export script")
             await self.graph.sleep(self.policy.poll_interval)
@@ -189,23 +189,23 @@ class AuditLogClient:
         try:
             return await self.graph.credential.token(self.graph.http, renew=renew, stale=stale)
         except AuthenticationError as exc:
-            raise _Outcome(State.ERROR, f"signing in to Microsoft Graph failed: {exc}") from None
+            raise ItemStopped(State.ERROR, f"signing in to Microsoft Graph failed: {exc}") from None
 
 
 def _query_id(response: httpx.Response) -> str:
     try:
-        document = _json(response.content)
+        document = parse_json_body(response.content)
     except (ValueError, UnicodeDecodeError):
-        raise _Outcome(State.ERROR, "creating the audit log query: the answer was not JSON") from None
+        raise ItemStopped(State.ERROR, "creating the audit log query: the answer was not JSON") from None
     query = document.get("id") if isinstance(document, dict) else None
     if not isinstance(query, str) or not query:
-        raise _Outcome(State.ERROR, "creating the audit log query: the answer holds no query id")
+        raise ItemStopped(State.ERROR, "creating the audit log query: the answer holds no query id")
     return query
 
 
 def _refusal(status: int, response: httpx.Response) -> str:
     try:
-        document = _json(response.content)
+        document = parse_json_body(response.content)
     except (ValueError, UnicodeDecodeError):
         document = None
     text = error_text(document) if isinstance(document, dict) and "error" in document else ""

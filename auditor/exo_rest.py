@@ -134,8 +134,9 @@ class CmdletResult:
                 "cmdlet": self.cmdlet, "pages": self.pages, "warnings": list(self.warnings)}
 
 
-class _Outcome(Exception):
-    """A request chain that ends an item without results (used internally)."""
+class ItemStopped(Exception):
+    """A request chain that ends an item without results, with its state and why (shared by
+    the admin API, Graph, audit-log and Graph mailbox clients)."""
 
     def __init__(self, state: State, reason: str) -> None:
         super().__init__(reason)
@@ -153,7 +154,7 @@ class Progress:
         """An item ended, with its state."""
 
 
-def _retry_after(value: str | None, bound: float) -> float | None:
+def retry_delay(value: str | None, bound: float) -> float | None:
     """Seconds from a Retry-After header (seconds, possibly fractional, or an HTTP date)."""
     if not value:
         return None
@@ -167,7 +168,7 @@ def _retry_after(value: str | None, bound: float) -> float | None:
     return min(max(seconds, 0.0), bound)
 
 
-def _json(data: bytes) -> Any:
+def parse_json_body(data: bytes) -> Any:
     """Parse a body; NUL padding (seen on 403s) is ignored. Raises ValueError if not JSON."""
     text = data.decode("utf-8-sig").strip("\x00 \r\n\t")
     return json.loads(text) if text else None
@@ -179,7 +180,7 @@ _INVALID: Any = object()  # a body that is not JSON (a truncated answer)
 def _parsed(data: bytes) -> Any:
     """A body's JSON, or _INVALID."""
     try:
-        return _json(data)
+        return parse_json_body(data)
     except (ValueError, UnicodeDecodeError):
         return _INVALID
 
@@ -220,7 +221,7 @@ class _Item:
     attempt: int = 0
     renewed: bool = False
     single: bool = False  # to be run as a single call
-    first: dict[str, Any] | _Outcome | None = None
+    first: dict[str, Any] | ItemStopped | None = None
 
 
 def paging_stops(link: str, seen: set[str], page: int, max_pages: int, allowed: bool,
@@ -312,32 +313,32 @@ class ExoClient:
                 return response
             url = str(response.url.join(location))
             if not self._allowed_link(url):
-                raise _Outcome(State.ERROR, f"the admin API redirected to {urlsplit(url).netloc}, "
+                raise ItemStopped(State.ERROR, f"the admin API redirected to {urlsplit(url).netloc}, "
                                             "which is not a Microsoft host; not followed")
-        raise _Outcome(State.ERROR, f"more than {MAX_REDIRECTS} redirects")
+        raise ItemStopped(State.ERROR, f"more than {MAX_REDIRECTS} redirects")
 
     def _assess(self, cmdlet: str, status: int, document: Any, retry_after: str | None,
                 page: int, renewed: bool) -> dict[str, Any] | _Retry:
         """What one answer means for its request: the page, a reason to ask again, or (raised as
-        _Outcome) the end of the item. A whole response and one item of a ``$batch`` answer
+        ItemStopped) the end of the item. A whole response and one item of a ``$batch`` answer
         go through here alike, so both are handled exactly the same way."""
         if status == 200:
             if document is _INVALID:
                 return _Retry("the answer was not valid JSON (truncated?)")
             if isinstance(document, dict) and isinstance(document.get("value", []), list):
                 return document
-            raise _Outcome(State.ERROR, "the answer has no 'value' list")
+            raise ItemStopped(State.ERROR, "the answer has no 'value' list")
         if status == 401:
             if renewed:
-                raise _Outcome(State.DENIED, self._denied(cmdlet, 401, document))
+                raise ItemStopped(State.DENIED, self._denied(cmdlet, 401, document))
             return _Retry("401 Unauthorized", renew=True)
         if status == 403:
-            raise _Outcome(State.DENIED, self._denied(cmdlet, 403, document))
+            raise ItemStopped(State.DENIED, self._denied(cmdlet, 403, document))
         if status == 429:
-            return _Retry("throttled (429)", _retry_after(retry_after, self.policy.max_retry_after))
+            return _Retry("throttled (429)", retry_delay(retry_after, self.policy.max_retry_after))
         if status >= 500 or status == 408:
             return _Retry(f"HTTP {status}")
-        raise _Outcome(*self._refusal(cmdlet, status, document, page))
+        raise ItemStopped(*self._refusal(cmdlet, status, document, page))
 
     def _wait(self, verdict: _Retry, attempt: int) -> float:
         """Retry-After when the service gave one, else the doubling backoff."""
@@ -347,7 +348,7 @@ class ExoClient:
 
     async def _page(self, url: str, body: Mapping[str, Any], cmdlet: str, page: int,
                     tally: _Tally) -> dict[str, Any]:
-        """One page, with retries; raises _Outcome when the item must end without it."""
+        """One page, with retries; raises ItemStopped when the item must end without it."""
         policy = self.policy
         token = await self._token()
         renewed = False
@@ -371,7 +372,7 @@ class ExoClient:
                 continue  # a renewed token is not a failed attempt
             attempt += 1
             if attempt >= policy.attempts:
-                raise _Outcome(State.ERROR, f"gave up after {policy.attempts} attempts: {verdict.reason}")
+                raise ItemStopped(State.ERROR, f"gave up after {policy.attempts} attempts: {verdict.reason}")
             await self.sleep(self._wait(verdict, attempt))
 
     async def _token(self, *, renew: bool = False, stale: AccessToken | None = None) -> AccessToken:
@@ -379,7 +380,7 @@ class ExoClient:
         try:
             return await self.credential.token(self.http, renew=renew, stale=stale)
         except AuthenticationError as exc:
-            raise _Outcome(State.ERROR, f"signing in again failed: {exc}") from None
+            raise ItemStopped(State.ERROR, f"signing in again failed: {exc}") from None
 
     def _denied(self, cmdlet: str, status: int, document: Any) -> str:
         text = _message(document)
@@ -413,7 +414,7 @@ class ExoClient:
         try:
             url = f"{self._api(await self._token())}/InvokeCommand"
             document = await self._page(url, body, cmdlet, 1, tally)
-        except _Outcome as outcome:
+        except ItemStopped as outcome:
             return CmdletResult(key, cmdlet, outcome.state, reason=outcome.reason,
                                 requests=tally.requests)
         return await self._rest(key, cmdlet, body, url, document, tally)
@@ -446,7 +447,7 @@ class ExoClient:
             url = link
             try:
                 document = await self._page(url, body, cmdlet, page + 1, tally)
-            except _Outcome as outcome:
+            except ItemStopped as outcome:
                 # What earlier pages returned is real: keep it, marked incomplete.
                 partial = outcome.reason if outcome.state is State.PARTIAL else (
                     f"page {page + 1} could not be fetched ({outcome.reason}); results after page "
@@ -481,7 +482,7 @@ class ExoClient:
         items = [_Item(call, _command(call.cmdlet, call.parameters)) for call in calls]
         try:
             token = await self._token()
-        except _Outcome as outcome:
+        except ItemStopped as outcome:
             return [CmdletResult(c.key, c.cmdlet, outcome.state, reason=outcome.reason) for c in calls]
         url = f"{self._api(token)}/InvokeCommand"
         pending = items
@@ -492,7 +493,7 @@ class ExoClient:
                 item.tally.requests += 1
             try:
                 answers = await self._post_batch(url, pending, token)
-            except _Outcome as outcome:  # a redirect off Microsoft's hosts
+            except ItemStopped as outcome:  # a redirect off Microsoft's hosts
                 for item in pending:
                     item.first = outcome
                 break
@@ -511,14 +512,14 @@ class ExoClient:
                 else:
                     item.attempt += 1
                     if item.attempt >= self.policy.attempts:
-                        item.first = _Outcome(State.ERROR, f"gave up after {self.policy.attempts} "
+                        item.first = ItemStopped(State.ERROR, f"gave up after {self.policy.attempts} "
                                                            f"attempts: {verdict.reason}")
                     else:
                         waits.append(self._wait(verdict, item.attempt))
             if renewing:
                 try:
                     token = await self._token(renew=True, stale=token)
-                except _Outcome as outcome:
+                except ItemStopped as outcome:
                     for item in renewing:
                         item.first = outcome
             pending = [i for i in pending if i.first is None and not i.single]
@@ -529,7 +530,7 @@ class ExoClient:
             call, first = item.call, item.first
             if first is None:  # to be run singly
                 results.append(None)
-            elif isinstance(first, _Outcome):
+            elif isinstance(first, ItemStopped):
                 results.append(CmdletResult(call.key, call.cmdlet, first.state, reason=first.reason,
                                             requests=item.tally.requests))
             else:
@@ -537,7 +538,7 @@ class ExoClient:
         return results
 
     async def _post_batch(self, url: str, items: Sequence[_Item],
-                          token: AccessToken) -> list[dict[str, Any] | _Retry | _Outcome | None] | None:
+                          token: AccessToken) -> list[dict[str, Any] | _Retry | ItemStopped | None] | None:
         """One ``$batch`` POST: each item's verdict (None: redirected, run it singly), or None
         when the endpoint refused the batch itself (``batch_refused`` says why)."""
         accept = {"Accept": "application/json; odata.metadata=minimal", "Prefer": PAGE_PREFER,
@@ -573,10 +574,10 @@ class ExoClient:
         return [whole] * len(items)
 
     def _item_verdicts(self, items: Sequence[_Item],
-                       responses: list[Any]) -> list[dict[str, Any] | _Retry | _Outcome | None]:
+                       responses: list[Any]) -> list[dict[str, Any] | _Retry | ItemStopped | None]:
         """Each item's answer in a ``$batch`` answer, judged like a single call's."""
         by_id = {str(r.get("id")): r for r in responses if isinstance(r, dict)}
-        verdicts: list[dict[str, Any] | _Retry | _Outcome | None] = []
+        verdicts: list[dict[str, Any] | _Retry | ItemStopped | None] = []
         for n, item in enumerate(items, 1):
             answer = by_id.get(str(n))
             status = answer.get("status") if answer else None
@@ -598,10 +599,10 @@ class ExoClient:
         return verdicts
 
     def _verdict(self, item: _Item, status: int, document: Any,
-                 retry_after: str | None) -> dict[str, Any] | _Retry | _Outcome:
+                 retry_after: str | None) -> dict[str, Any] | _Retry | ItemStopped:
         try:
             return self._assess(item.call.cmdlet, status, document, retry_after, 1, item.renewed)
-        except _Outcome as outcome:
+        except ItemStopped as outcome:
             return outcome
 
     # --- the whole catalogue ------------------------------------------------------------

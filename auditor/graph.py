@@ -35,12 +35,12 @@ from .evidence import State
 from .exo_rest import (
     CmdletCall,
     CmdletResult,
+    ItemStopped,
     Progress,
     RetryPolicy,
-    _json,
-    _Outcome,
-    _retry_after,
     paging_stops,
+    parse_json_body,
+    retry_delay,
 )
 from .oauth import AccessToken, Credential, check_endpoint
 from .psjson import error_text
@@ -107,7 +107,7 @@ class GraphClient:
         try:
             return await self.credential.token(self.http, renew=renew, stale=stale)
         except AuthenticationError as exc:
-            raise _Outcome(State.ERROR, f"signing in to Microsoft Graph failed: {exc}") from None
+            raise ItemStopped(State.ERROR, f"signing in to Microsoft Graph failed: {exc}") from None
 
     def _same_host(self, url: str) -> bool:
         target, base = urlsplit(url), urlsplit(self.base_url)
@@ -115,7 +115,7 @@ class GraphClient:
 
     def _refused(self, status: int, response: httpx.Response, permission: str) -> str:
         try:
-            document = _json(response.content)
+            document = parse_json_body(response.content)
         except (ValueError, UnicodeDecodeError):
             document = None
         text = error_text(document) if isinstance(document, dict) and "error" in document else ""
@@ -144,31 +144,31 @@ class GraphClient:
                 status = response.status_code
                 if status == 200:
                     try:
-                        document = _json(response.content)
+                        document = parse_json_body(response.content)
                     except ValueError:
                         last = "the answer was not valid JSON (truncated?)"
                     else:
                         if isinstance(document, dict) and isinstance(document.get("value", []), list):
                             return document
-                        raise _Outcome(State.ERROR, "the answer has no 'value' list")
+                        raise ItemStopped(State.ERROR, "the answer has no 'value' list")
                 elif status == 401 and not renewed:
                     token = await self._token(renew=True, stale=token)
                     renewed = True
                     continue  # a renewed token is not a failed attempt
                 elif status in (401, 403):
-                    raise _Outcome(State.DENIED, self._refused(status, response, permission))
+                    raise ItemStopped(State.DENIED, self._refused(status, response, permission))
                 elif status == 429:
-                    wait = _retry_after(response.headers.get("retry-after"), policy.max_retry_after)
+                    wait = retry_delay(response.headers.get("retry-after"), policy.max_retry_after)
                     last = "throttled (429)"
                 elif status >= 500 or status == 408:
                     last = f"HTTP {status}"
                 elif status == 404:
-                    raise _Outcome(State.MISSING, self._refused(status, response, permission))
+                    raise ItemStopped(State.MISSING, self._refused(status, response, permission))
                 else:
-                    raise _Outcome(State.ERROR, self._refused(status, response, permission))
+                    raise ItemStopped(State.ERROR, self._refused(status, response, permission))
             attempt += 1
             if attempt >= policy.attempts:
-                raise _Outcome(State.ERROR, f"gave up after {policy.attempts} attempts: {last}")
+                raise ItemStopped(State.ERROR, f"gave up after {policy.attempts} attempts: {last}")
             await self.sleep(wait if wait is not None else
                              min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
 
@@ -177,7 +177,7 @@ class GraphClient:
         raises exo_rest's outcome (state and reason, naming ``permission`` on 401/403) when
         Graph refuses or keeps failing. ``url`` must be on this Graph host (see on_host)."""
         if not self._same_host(url):
-            raise _Outcome(State.ERROR, f"{urlsplit(url).netloc} is not Microsoft Graph; not requested")
+            raise ItemStopped(State.ERROR, f"{urlsplit(url).netloc} is not Microsoft Graph; not requested")
         return await self._page(url, permission)
 
     def on_host(self, url: str) -> bool:
@@ -199,7 +199,7 @@ class GraphClient:
             page += 1
             try:
                 document = await self._page(url, permission)
-            except _Outcome as outcome:
+            except ItemStopped as outcome:
                 if page == 1:
                     return CmdletResult(key, source, outcome.state, reason=outcome.reason,
                                         requests=self.requests - start)

@@ -31,7 +31,7 @@ import httpx
 
 from .errors import AuthenticationError
 from .evidence import State
-from .exo_rest import CmdletResult, RetryPolicy, _Outcome, paging_stops
+from .exo_rest import CmdletResult, ItemStopped, RetryPolicy, paging_stops
 from .graph import GRAPH_API, GraphClient
 from .mailbox import (
     GRAPH,
@@ -108,7 +108,7 @@ class GraphMailboxCollector:
             page += 1
             try:
                 document = await self.client.fetch(url, permission)
-            except _Outcome as refused:
+            except ItemStopped as refused:
                 if page == 1:
                     raise
                 raise MailboxFailure(refused.state, f"page {page} could not be read: {refused.reason}"
@@ -157,7 +157,7 @@ class GraphMailboxCollector:
                    what: str) -> MailboxOutcome:
         try:
             return MailboxOutcome(address, await read(address))
-        except (_Outcome, MailboxFailure) as failure:
+        except (ItemStopped, MailboxFailure) as failure:
             return MailboxOutcome(address, state=failure.state,
                                   reason=f"reading the {what} through Microsoft Graph: {failure.reason}")
 
