@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tests.fakegraph import GRAPH_SCOPE, FakeGraph, _error
+from tests.fakegraph import GRAPH_SCOPE, FakeGraph, graph_error
 
 QUERIES = "/v1.0/security/auditLog/queries"
 CLIENT_APP = "fb78d390-0c51-40cd-8e17-fdbfab77341b"  # Exchange Online PowerShell's app id
@@ -91,13 +91,13 @@ class FakeAuditLog(FakeGraph):
 
     def _create(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         if not self._authorised(handler):
-            return 401, _error("InvalidAuthenticationToken", "Access token is empty."), {}
+            return 401, graph_error("InvalidAuthenticationToken", "Access token is empty."), {}
         with self._audit_lock:
             throttle, self.audit.throttle_create = self.audit.throttle_create, None
         if throttle is not None:
-            return 429, _error("TooManyRequests", "Too many requests"), {"Retry-After": throttle}
+            return 429, graph_error("TooManyRequests", "Too many requests"), {"Retry-After": throttle}
         if self.audit.denied:
-            return 403, _error("Forbidden", "Missing role permissions on the request. API requires "
+            return 403, graph_error("Forbidden", "Missing role permissions on the request. API requires "
                                             "one of 'AuditLogsQuery.Read.All'."), {}
         request = json.loads(body)
         with self._audit_lock:
@@ -114,22 +114,22 @@ class FakeAuditLog(FakeGraph):
         if not split.path.startswith(QUERIES + "/"):
             return None
         if not self._authorised(handler):
-            return 401, _error("InvalidAuthenticationToken", "Access token has expired."), {}
+            return 401, graph_error("InvalidAuthenticationToken", "Access token has expired."), {}
         parts = split.path.removeprefix(QUERIES + "/").split("/")
         query = self.queries.get(parts[0])
         if query is None:
-            return 404, _error("ResourceNotFound", "Query not found."), {}
+            return 404, graph_error("ResourceNotFound", "Query not found."), {}
         if len(parts) == 1:
             with self._audit_lock:
                 query.polls += 1
                 status = "running" if query.polls <= self.audit.polls_before_done else self.audit.final_status
             return 200, json.dumps({"id": query.id, "status": status}).encode(), {}
         if parts[1:] != ["records"]:
-            return 404, _error("ResourceNotFound", "No such navigation."), {}
+            return 404, graph_error("ResourceNotFound", "No such navigation."), {}
         with self._audit_lock:
             throttle, self.audit.throttle_records = self.audit.throttle_records, None
         if throttle is not None:
-            return 429, _error("TooManyRequests", "Too many requests"), {"Retry-After": throttle}
+            return 429, graph_error("TooManyRequests", "Too many requests"), {"Retry-After": throttle}
         query_args = {k: v[0] for k, v in parse_qs(split.query).items()}
         skip = int(query_args.pop("$skiptoken", "0"))
         size = self.audit.page_size
@@ -178,7 +178,7 @@ class FakeAuditLog(FakeGraph):
                 if path == QUERIES:
                     self._send(*fake._create(self, body))
                     return
-                self._send(405, _error("MethodNotAllowed", "no POST here"), {})
+                self._send(405, graph_error("MethodNotAllowed", "no POST here"), {})
 
             def do_GET(self) -> None:
                 with fake._audit_lock:

@@ -183,14 +183,14 @@ class FakeGraph(LoopbackServer):
             self.requests.append(handler.path)
             known = auth.removeprefix("Bearer ") in self.valid
         if not known:
-            return 401, _error("InvalidAuthenticationToken",
+            return 401, graph_error("InvalidAuthenticationToken",
                                "Access token has expired or is not yet valid."), {}, 0
         parts = split.path.strip("/").split("/")
         if parts[:2] == ["v1.0", "users"] and len(parts) >= 5 and parts[3] == "mailFolders":
             return self._mail(unquote(parts[2]).lower(), parts[4:], query)
         found = self._route(split.path, query)
         if found is None:
-            return 404, _error("Request_ResourceNotFound", "Resource not found."), {}, 0
+            return 404, graph_error("Request_ResourceNotFound", "Resource not found."), {}, 0
         route, items = found
         return self._collection(route, items, split.path, query)
 
@@ -213,9 +213,9 @@ class FakeGraph(LoopbackServer):
         delay = fault.delay if fault is not None else 0.0
         mailbox = self.mailboxes.get(user)
         if mailbox is None:
-            return 404, _error("ErrorInvalidUser", f"The requested user '{user}' is invalid."), {}, delay
+            return 404, graph_error("ErrorInvalidUser", f"The requested user '{user}' is invalid."), {}, delay
         if route in self.denied:
-            return 403, _error("ErrorAccessDenied",
+            return 403, graph_error("ErrorAccessDenied",
                                "Access is denied. Check credentials and try again."), {}, delay
         path = f"/v1.0/users/{user}/mailFolders/" + "/".join(parts)
         if route == "messageRules":
@@ -228,7 +228,7 @@ class FakeGraph(LoopbackServer):
             size = int(query.get("$top", "10"))
             return self._collection(route, shown, path, query, delay=delay, page_size=size)
         if len(parts) != 1 or parts[0] not in mailbox.folders:
-            return 404, _error("ErrorItemNotFound",
+            return 404, graph_error("ErrorItemNotFound",
                                "The specified object was not found in the store."), {}, delay
         folder = {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/"
                                     "mailFolders(displayName)/$entity",
@@ -246,11 +246,11 @@ class FakeGraph(LoopbackServer):
                 return fault.status, fault.body, fault.headers, fault.delay
             delay = fault.delay
         if route in self.denied:
-            return 403, _error("Authorization_RequestDenied",
+            return 403, graph_error("Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation."), {}, delay
         skip = int(query.pop("$skiptoken", "0"))
         if skip and route in self.failing_pages:
-            return 500, _error("generalException", "General exception while processing."), {}, delay
+            return 500, graph_error("generalException", "General exception while processing."), {}, delay
         body: dict[str, Any] = {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{route}",
                                 "value": items[skip:skip + size]}
         if skip + size < len(items):
@@ -272,7 +272,7 @@ class FakeGraph(LoopbackServer):
                 length = int(self.headers.get("Content-Length", "0"))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 if not self.path.endswith("/oauth2/v2.0/token"):
-                    self._send(404, _error("NotFound", "no such endpoint"), {})
+                    self._send(404, graph_error("NotFound", "no such endpoint"), {})
                     return
                 status, body = fake._token(form)
                 self._send(status, json.dumps(body).encode(), {})
@@ -298,6 +298,7 @@ class FakeGraph(LoopbackServer):
         return Handler
 
 
-def _error(code: str, message: str) -> bytes:
+def graph_error(code: str, message: str) -> bytes:
+    """A Graph error body as Microsoft Graph writes it."""
     inner = {"request-id": "00000000-0000-0000-0000-000000000000"}
     return json.dumps({"error": {"code": code, "message": message, "innerError": inner}}).encode()
