@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import models
@@ -42,6 +43,12 @@ class AuditContext:
     settings: AuditSettings = field(default_factory=AuditSettings)
 
 
+@lru_cache(maxsize=1 << 10)  # a view per check per domain, from a few declarations
+def _key_set(*declared: tuple[str, ...]) -> frozenset[str]:
+    """The names of the declarations, as one set."""
+    return frozenset().union(*declared)
+
+
 class CheckContext:
     """A read-only view limited to the evidence a check listed in ``requires``."""
 
@@ -49,9 +56,9 @@ class CheckContext:
                  findings: tuple[Finding, ...] = (), derives_from: Iterable[str] = (),
                  ran: frozenset[str] = frozenset()) -> None:
         self._audit = audit
-        self._allowed = frozenset(requires) | frozenset(uses)
+        self._allowed = _key_set(tuple(requires), tuple(uses))
         self._findings = findings
-        self._sources = frozenset(derives_from)
+        self._sources = _key_set(tuple(derives_from))
         self._ran = ran
 
     def findings(self, check_id: str) -> tuple[Finding, ...]:

@@ -4,70 +4,68 @@ For a domain: MX and the addresses of each exchanger, the SPF record with its wh
 include/redirect tree and the addresses its a/mx terms name, DMARC (with the DMARCbis tree
 walk towards the organisational domain), MTA-STS and TLS-RPT records, and the DKIM selectors
 of Microsoft 365 and of the gateway. Everything asked is recorded, failures included.
+
+What a domain's collection asks is written sans I/O (``domain_lookups``, a generator, as the SPF
+walk is): the resolver's answers drive it through callbacks, with no task or coroutine per
+domain or per query (in bulk, that bookkeeping was most of the client's time).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
-
-import httpx
+from typing import TYPE_CHECKING, Any, cast
 
 from . import spf
-from .dnsevidence import SPF_TREE, DomainDns, dns_path
+from .dnsevidence import SPF_TREE, DomainDns, PolicyFetch, dns_path
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, ascii_name, normalise_name
-from .dnsresolve import Resolver
+from .dnsresolve import Resolver, iso_time
 from .mailrecords import dmarc_candidates, is_dmarc
-from .mtastsfetch import fetch_policy
+from .mtastsfetch import PolicyHost, fetch_policy, policy_host
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_MX_HOSTS = 10
 MICROSOFT_DKIM_SELECTORS = ("selector1", "selector2")
 
+# What a domain's collection yields: one query (sent its answer), several asked at once (sent
+# their answers in the order asked), or where to fetch the MTA-STS policy from (sent the fetch).
+Request = DnsQuery | list[DnsQuery] | PolicyHost
+Lookups = Generator[Request, Any, tuple[spf.SpfTree, PolicyFetch | None]]
 
-class _Recorder:
-    """Asks the shared resolver and remembers, in order, what this domain's audit used."""
 
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-        self._slots: list[DnsAnswer | None] = []
-
-    async def query(self, query: DnsQuery) -> DnsAnswer:
-        found = self.resolver.cached(query)
-        if found is not None:  # shared names: answered already, no need to wait
-            self._slots.append(found)
-            return found
-        slot = len(self._slots)  # answers keep the order of the questions, not of arrival
-        self._slots.append(None)
-        found = await self.resolver.query(query)
-        self._slots[slot] = found
-        return found
-
-    async def query_all(self, queries: list[DnsQuery]) -> list[DnsAnswer]:
-        """Ask at once (as ``asyncio.gather`` of ``query``), with a task only for the lookups
-        neither answered already nor in flight (those are awaited through ``Resolver.joined``:
-        in bulk, most domains find the addresses of the shared MX hosts still being asked)."""
-        start = len(self._slots)
-        self._slots.extend(self.resolver.cached(q) for q in queries)
-        missing = [(start + i, q) for i, q in enumerate(queries) if self._slots[start + i] is None]
-        if len(missing) == 1:
-            self._slots[missing[0][0]] = await self.resolver.query(missing[0][1])
-        elif missing:
-            resolver = self.resolver
-            found = await asyncio.gather(*(resolver.joined(q) or resolver.query(q)
-                                           for _, q in missing))
-            for (slot, _), answer in zip(missing, found, strict=True):
-                self._slots[slot] = answer
-        return [a for a in self._slots[start:start + len(queries)] if a is not None]
-
-    @property
-    def answers(self) -> list[DnsAnswer]:
-        return [a for a in self._slots if a is not None]
-
-    async def ask(self, name: str, rdtype: str) -> DnsAnswer:
-        return await self.query(DnsQuery.of(name, rdtype))
+def domain_lookups(name: str, selectors: list[str] | None, *, fetch_policy_file: bool,
+                   signing_cnames: bool) -> Lookups:
+    """Every lookup one domain's audit needs, in order: returns its SPF tree and policy fetch.
+    ``selectors``: the gateway's DKIM selectors, asked with Microsoft's; None asks no DKIM
+    selector at all."""
+    mx = yield DnsQuery.of(name, "MX")
+    if mx.status is DnsStatus.OK:
+        hosts = [host for _, host in mx.mx() if host][:MAX_MX_HOSTS]
+        yield [DnsQuery.of(h, t) for h in hosts for t in ("A", "AAAA")]
+    tree = yield from spf.analyse(ascii_name(name))
+    targets = sorted(set(tree.address_targets))
+    yield [DnsQuery.of(t, rtype) for t in targets for rtype in ("A", "AAAA")]
+    for candidate in dmarc_candidates(name):
+        if is_dmarc((yield DnsQuery.of(f"_dmarc.{candidate}", "TXT"))):
+            break
+    sts, *_ = yield [
+        DnsQuery.of(f"_mta-sts.{name}", "TXT"),
+        DnsQuery.of(f"_smtp._tls.{name}", "TXT"),
+        *(DnsQuery.of(f"{s}._domainkey.{name}", "TXT")
+          for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *selectors] if selectors is not None else [])),
+        *(DnsQuery.of(f"{s}._domainkey.{name}", "CNAME")
+          for s in MICROSOFT_DKIM_SELECTORS if signing_cnames),
+    ]
+    policy = None
+    if fetch_policy_file and sts.status is DnsStatus.OK and any(
+            t.startswith(b"v=STSv1") for t in sts.txt()):
+        where = yield from policy_host(name)
+        policy = (yield where) if type(where) is PolicyHost else where
+    return tree, policy
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,116 @@ class PolicyFetching:
     port: int = 443
 
 
-async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Iterable[str] = (),
+class _DomainRun:
+    """Drives one domain's ``domain_lookups`` with the resolver's answers as they come, keeping
+    them in the order of the questions (not of arrival), and reports the recording when done."""
+
+    __slots__ = ("batch", "done", "lookups", "name", "path", "pending", "policies", "resolver", "slots",
+                 "started")
+
+    def __init__(self, name: str, path: str, lookups: Lookups, resolver: Resolver,
+                 policies: PolicyFetching | None,
+                 done: Callable[[_DomainRun, DomainDns | BaseException], None]) -> None:
+        self.name = name
+        self.path = path
+        self.lookups = lookups
+        self.resolver = resolver
+        self.policies = policies
+        self.done = done
+        self.slots: list[DnsAnswer | None] = []
+        self.batch = 0  # where the answers to the current list of queries begin in ``slots``
+        self.pending = 0  # answers awaited for it
+        self.started = iso_time(time.time_ns())
+
+    def step(self, value: Any) -> None:
+        """Send ``value`` in and ask what comes out, going on at once while the answers are known."""
+        try:
+            while True:
+                try:
+                    request = self.lookups.send(value)
+                except StopIteration as stop:
+                    self._finish(*stop.value)
+                    return
+                kind = type(request)
+                if kind is DnsQuery:
+                    value = self._ask(request)
+                elif kind is list:
+                    value = self._ask_all(request)
+                else:
+                    self._fetch(request)
+                    return
+                if value is None:
+                    return  # (stepped on by the last answer's callback)
+        except BaseException as exc:  # never lost inside a reply handler: the run is told
+            self.done(self, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _ask(self, query: DnsQuery) -> DnsAnswer | None:
+        slots = self.slots
+        slot = len(slots)
+        slots.append(None)
+
+        def answered(found: DnsAnswer) -> None:
+            slots[slot] = found
+            self.step(found)
+
+        found = self.resolver.request(query, answered)
+        if found is not None:
+            slots[slot] = found
+        return found
+
+    def _ask_all(self, queries: list[DnsQuery]) -> list[DnsAnswer] | None:
+        slots = self.slots
+        start = len(slots)
+        request = self.resolver.request
+        waiting = 0
+        for index, query in enumerate(queries, start):
+            found = request(query, lambda answer, index=index: self._one_of_many(index, answer))
+            slots.append(found)
+            if found is None:
+                waiting += 1
+        if waiting:
+            self.batch, self.pending = start, waiting
+            return None
+        return cast(list[DnsAnswer], slots[start:])
+
+    def _one_of_many(self, index: int, found: DnsAnswer) -> None:
+        self.slots[index] = found
+        self.pending -= 1
+        if self.pending == 0:  # (the list's answers are the last slots: nothing was asked since)
+            self.step(self.slots[self.batch:])
+
+    def _fetch(self, where: PolicyHost) -> None:
+        assert self.policies is not None
+        task = asyncio.ensure_future(fetch_policy(where, self.policies.client, port=self.policies.port))
+        _fetches.add(task)
+        task.add_done_callback(self._fetched)
+
+    def _fetched(self, task: asyncio.Task[PolicyFetch]) -> None:
+        _fetches.discard(task)
+        if task.cancelled():
+            self.done(self, asyncio.CancelledError())
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.done(self, exc)
+            return
+        self.step(task.result())
+
+    def _finish(self, tree: spf.SpfTree, policy: PolicyFetch | None) -> None:
+        recorded = DomainDns.build(self.name, [a for a in self.slots if a is not None], self.path,
+                                   self.started, [str(ns) for ns in self.resolver.nameservers], policy)
+        # Every answer the tree was read from is in the recording, so reading it again from there
+        # (what the SPF checks do) gives this very tree: keep it.
+        recorded.derived(SPF_TREE, lambda _: (tree, True))
+        self.done(self, recorded)
+
+
+_fetches: set[asyncio.Task[PolicyFetch]] = set()  # policy fetches under way (the loop keeps weak refs)
+
+
+async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Iterable[str] | None = (),
                          policies: PolicyFetching | None = None,
                          signing_cnames: bool = False) -> DomainDns | None:
     """Every answer needed to judge one domain, or None for a name that cannot be a file.
@@ -86,71 +193,57 @@ async def collect_domain(domain: str, resolver: Resolver, *, dkim_selectors: Ite
     ``signing_cnames``: also ask Microsoft's selectors as CNAME, for a tenant's own domains
     (DKIM-001 compares the alias target with Get-DkimSigningConfig): the TXT lookup follows
     the alias and keeps only the name asked, not where it points."""
-    name = normalise_name(domain)
-    path = dns_path(name)
-    if path is None:
-        return None
-    rec = _Recorder(resolver)
-    started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    mx = await rec.ask(name, "MX")
-    if mx.status is DnsStatus.OK:
-        hosts = [host for _, host in mx.mx() if host][:MAX_MX_HOSTS]
-        await rec.query_all([DnsQuery.of(h, t) for h in hosts for t in ("A", "AAAA")])
-    tree = await spf.resolve_async(spf.analyse(ascii_name(name)), rec.query)
-    targets = sorted(set(tree.address_targets))
-    await rec.query_all([DnsQuery.of(t, rtype) for t in targets for rtype in ("A", "AAAA")])
-    for candidate in dmarc_candidates(name):
-        if is_dmarc(await rec.ask(f"_dmarc.{candidate}", "TXT")):
-            break
-    sts, *_ = await rec.query_all([
-        DnsQuery.of(f"_mta-sts.{name}", "TXT"),
-        DnsQuery.of(f"_smtp._tls.{name}", "TXT"),
-        *(DnsQuery.of(f"{s}._domainkey.{name}", "TXT")
-          for s in dict.fromkeys([*MICROSOFT_DKIM_SELECTORS, *dkim_selectors])),
-        *(DnsQuery.of(f"{s}._domainkey.{name}", "CNAME")
-          for s in MICROSOFT_DKIM_SELECTORS if signing_cnames),
-    ])
-    policy = None
-    if policies is not None and sts.status is DnsStatus.OK and any(
-            t.startswith(b"v=STSv1") for t in sts.txt()):
-        policy = await fetch_policy(name, rec.query, policies.client, port=policies.port)
-    recorded = DomainDns.build(name, rec.answers, path, started,
-                               [str(ns) for ns in resolver.nameservers], policy)
-    # Every answer the tree was read from is in the recording, so reading it again from there
-    # (what the SPF checks do) gives this very tree: keep it.
-    recorded.derived(SPF_TREE, lambda _: (tree, True))
-    return recorded
+    (found,) = await collect([domain], resolver, dkim_selectors=dkim_selectors, policies=policies,
+                             signing_cnames=signing_cnames) or [None]
+    return found
 
 
 async def collect(domains: Iterable[str], resolver: Resolver, *,
-                  dkim_selectors: Iterable[str] = (),
+                  dkim_selectors: Iterable[str] | None = (),
                   progress: Callable[[int, int], None] | None = None,
                   policies: PolicyFetching | None = None,
                   signing_cnames: bool = False) -> list[DomainDns]:
     """Collect many domains at once; lookups shared between them are asked once.
 
     ``progress(done, total)`` is called as each domain completes; ``policies`` says how to
-    fetch MTA-STS policy files (not fetched when None); ``signing_cnames`` is for a tenant's
-    own domains (see ``collect_domain``), not for a bulk list of domains.
+    fetch MTA-STS policy files (not fetched when None); ``dkim_selectors`` are the gateway's,
+    asked with Microsoft's (None: no DKIM selector is asked, where no check reads them);
+    ``signing_cnames`` is for a tenant's own domains (see ``collect_domain``), not for a bulk
+    list of domains. A name that cannot be a file is left out.
     """
-    selectors = [s for s in dkim_selectors if not any(c in s for c in "*?[")]
+    selectors = None if dkim_selectors is None else [
+        s for s in dkim_selectors if not any(c in s for c in "*?[")]
     unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
-    done = 0
+    runs = [(name, path) for name in unique if (path := dns_path(name)) is not None]
+    if not runs:
+        return []
+    found: dict[_DomainRun, DomainDns] = {}
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    total = len(unique)
+    skipped = total - len(runs)
 
-    async def one(name: str) -> DomainDns | None:
-        nonlocal done
-        found = await collect_domain(name, resolver, dkim_selectors=selectors, policies=policies,
-                                     signing_cnames=signing_cnames)
-        done += 1
+    def done(run: _DomainRun, outcome: DomainDns | BaseException) -> None:
+        if finished.done():
+            return
+        if isinstance(outcome, BaseException):
+            finished.set_exception(outcome)
+            return
+        found[run] = outcome
         if progress is not None:
-            progress(done, len(unique))
-        return found
+            progress(skipped + len(found), total)
+        if len(found) == len(runs):
+            finished.set_result(None)
 
-    found = await asyncio.gather(*(one(d) for d in unique))
-    return [d for d in found if d is not None]
+    started = [_DomainRun(name, path, domain_lookups(name, selectors, fetch_policy_file=policies is not None,
+                                                      signing_cnames=signing_cnames),
+                          resolver, policies, done) for name, path in runs]
+    for run in started:
+        run.step(None)
+    await finished
+    return [found[run] for run in started]
 
 
-async def collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str],
+async def collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str] | None,
                                 timeout: float,
                                 progress: Callable[[int, int], None] | None = None,
                                 *, signing_cnames: bool = False) -> list[DomainDns]:
@@ -158,7 +251,7 @@ async def collect_with_policies(domains: list[str], resolver: Resolver, selector
     client = _ClientOnDemand(timeout=timeout, verify=True, trust_env=False)
     try:
         return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
-                             policies=PolicyFetching(cast(httpx.AsyncClient, client)),
+                             policies=PolicyFetching(cast("httpx.AsyncClient", client)),
                              signing_cnames=signing_cnames)
     finally:
         await client.aclose()
@@ -176,6 +269,8 @@ class _ClientOnDemand:
 
     def stream(self, *args: Any, **kwargs: Any) -> Any:
         if self.client is None:
+            import httpx  # (only when a policy is fetched)
+
             self.client = httpx.AsyncClient(**self.options)
         return self.client.stream(*args, **kwargs)
 

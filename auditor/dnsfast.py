@@ -26,7 +26,7 @@ import secrets
 import socket
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeAlias
 
 import dns.exception
@@ -111,14 +111,25 @@ def is_answer_to(reply: dns.message.Message, query_id: int, name: dns.name.Name,
             and asked.covers == dns.rdatatype.NONE)
 
 
-class _Pending:
-    __slots__ = ("future", "labels", "rdtype")
+ReplyCallback: TypeAlias = "Callable[[Reply | BaseException, bool], None]"
+"""Told once how a query ended: ``(reply, over_tcp)``, or ``(exception, False)`` with what
+``udp_with_fallback`` would have raised."""
 
-    def __init__(self, future: asyncio.Future[Reply], labels: tuple[bytes, ...],
-                 rdtype: dns.rdatatype.RdataType) -> None:
-        self.future = future
+
+class _Pending:
+    """One query sent and not yet settled: whom to tell, and how to read its reply."""
+
+    __slots__ = ("callback", "done", "labels", "query_id", "rdtype", "sock", "timeout")
+
+    def __init__(self, callback: ReplyCallback, labels: tuple[bytes, ...],
+                 rdtype: dns.rdatatype.RdataType, timeout: float) -> None:
+        self.callback = callback
         self.labels = labels
         self.rdtype = rdtype
+        self.timeout = timeout
+        self.sock: _Socket | None = None
+        self.query_id = 0
+        self.done = False
 
 
 class _Socket:
@@ -132,10 +143,12 @@ class _Socket:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 fast_decode: bool = True) -> None:
+                 transport: MultiplexTransport, server: tuple[str, int]) -> None:
         self.loop = loop
         self.sock = sock
-        self.fast_decode = fast_decode
+        self.server = server  # (host, port) as given: where a truncated reply is asked over TCP
+        self.transport = transport
+        self.fast_decode = transport.fast_decode
         self.pending: dict[int, _Pending] = {}
         self.closed = False
         self._outgoing: deque[bytes] = deque()
@@ -173,48 +186,49 @@ class _Socket:
         self._flush()
 
     def _read(self) -> None:
+        recv = self.sock.recv
+        received = self.datagram_received
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
-                data = self.sock.recv(MAX_REPLY)
+                data = recv(MAX_REPLY)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self.error_received(exc)
                 return
-            self.datagram_received(data)
+            received(data)
 
     def datagram_received(self, data: bytes) -> None:
         if len(data) < 2:
             return  # cannot name a query; udp() would have failed whichever query was waiting
         waiting = self.pending.pop(int.from_bytes(data[:2], "big"), None)
-        if waiting is None or waiting.future.done():
+        if waiting is None or waiting.done:
             return  # late (timed out) or unsolicited
         if self.fast_decode:
             summary = decode_reply(data, waiting.labels, waiting.rdtype)
             if summary is not None:  # an answer to the question, read as dnspython would
-                waiting.future.set_result(summary)
+                self.transport.settle(waiting, summary)
                 return
         try:
             reply = dns.message.from_wire(data, raise_on_truncation=True)
-        except dns.message.Truncated as exc:
-            waiting.future.set_exception(exc)
+        except dns.message.Truncated:
+            self.transport.retry_over_tcp(waiting)
             return
         except Exception as exc:
-            waiting.future.set_exception(exc)
+            self.transport.settle(waiting, exc)
             return
         if not is_answer_to(reply, reply.id, dns.name.Name(waiting.labels), waiting.rdtype):
             from dns.query import BadResponse
 
-            waiting.future.set_exception(BadResponse())
+            self.transport.settle(waiting, BadResponse())
             return
-        waiting.future.set_result(reply)
+        self.transport.settle(waiting, reply)
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error on a connected socket cannot be tied to one query: fail those waiting.
         pending, self.pending = self.pending, {}
         for waiting in pending.values():
-            if not waiting.future.done():
-                waiting.future.set_exception(exc)
+            self.transport.settle(waiting, exc)
 
     def close(self) -> None:
         if self.closed:
@@ -260,13 +274,13 @@ def _forget_ids() -> None:
 os.register_at_fork(after_in_child=_forget_ids)
 
 
-def _expire(future: asyncio.Future[Reply], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(dns.exception.Timeout(timeout=timeout))
-
-
 class MultiplexTransport:
-    """A few UDP sockets per nameserver, shared by every query in flight (see module doc)."""
+    """A few UDP sockets per nameserver, shared by every query in flight (see module doc).
+
+    ``submit`` sends a query and calls back when it ends, from the handler that read the reply
+    (or the timer that saw its deadline pass): no task, coroutine or future per query, which
+    in bulk (hundreds of thousands of queries) was most of the client's time. ``exchange`` is
+    the same as a coroutine."""
 
     def __init__(self, sockets_per_server: int = SOCKETS_PER_SERVER, fast_decode: bool = True) -> None:
         """``fast_decode=False`` has dnspython parse every reply (the reference, for tests)."""
@@ -274,25 +288,102 @@ class MultiplexTransport:
         self.fast_decode = fast_decode
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[tuple[str, int], list[_Socket]] = {}
-        self._opening: dict[tuple[str, int], asyncio.Future[list[_Socket]]] = {}
         self._turn = 0
         self.in_flight = 0
-        self._deadlines: deque[tuple[float, asyncio.Future[Reply], float]] = deque()
+        self._deadlines: deque[tuple[float, _Pending]] = deque()
         self._sweep_at: asyncio.TimerHandle | None = None
+        self._tcp_tasks: set[asyncio.Task[None]] = set()  # (the loop keeps only weak references)
 
-    def _expire_at(self, loop: asyncio.AbstractEventLoop, expiration: float,
-                   future: asyncio.Future[Reply], timeout: float) -> asyncio.TimerHandle | None:
-        """Have ``future`` fail with a timeout at ``expiration`` (loop time) unless answered, as
-        ``loop.call_at(expiration, _expire, future, timeout)`` would. Deadlines that come in
-        order (one timeout for every query, as a resolver asks) share one timer instead of a
-        timer each; any other gets its own, returned to be cancelled."""
+    def submit(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str, port: int,
+               timeout: float, callback: ReplyCallback) -> None:
+        """Send one query to ``host``:``port``; ``callback`` is told how it ended, exactly once,
+        never before this returns (a query that cannot be sent is failed on the next turn)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (asyncio.run again): the old sockets are dead
+            self._loop = loop
+            self.close()  # (queries left in flight by the old loop fail now, and may be tried again)
+        pending = _Pending(callback, labels, rdtype, timeout)
+        self.in_flight += 1
+        try:
+            sockets = self._sockets.get((host, port)) or self._open(loop, host, port)
+            self._turn = (self._turn + 1) % len(sockets)
+            sock = sockets[self._turn]
+            query_id = sock.free_id()
+        except (OSError, dns.exception.DNSException) as exc:
+            loop.call_soon(self.settle, pending, exc)
+            return
+        pending.sock, pending.query_id = sock, query_id
+        sock.pending[query_id] = pending
+        sock.send(query_wire(query_id, labels, rdtype))
+        self._expire_at(loop, loop.time() + timeout, pending)
+
+    async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
+                       port: int, timeout: float) -> tuple[Reply, bool]:
+        """``submit`` as a coroutine: ``(reply, over_tcp)``, or raises what the query ended with."""
+        future: asyncio.Future[tuple[Reply | BaseException, bool]] = \
+            asyncio.get_running_loop().create_future()
+
+        def settled(result: Reply | BaseException, tcp: bool) -> None:
+            if not future.done():
+                future.set_result((result, tcp))
+
+        self.submit(labels, rdtype, host, port, timeout, settled)
+        result, tcp = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result, tcp
+
+    def settle(self, pending: _Pending, result: Reply | BaseException, tcp: bool = False) -> None:
+        """End a query (once): forget it, and tell its caller."""
+        if pending.done:
+            return
+        pending.done = True
+        sock = pending.sock
+        if sock is not None and sock.pending.get(pending.query_id) is pending:
+            del sock.pending[pending.query_id]
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._loop is not None:
+            self._loop.call_soon(self._close_if_idle)
+        pending.callback(result, tcp)
+
+    def retry_over_tcp(self, pending: _Pending) -> None:
+        """A truncated reply: ask again over TCP as ``udp_with_fallback`` does (the TCP query
+        gets the whole timeout again)."""
+        sock = pending.sock
+        assert sock is not None
+        pending.sock = None  # (no longer waiting on that socket: its UDP deadline no longer applies)
+        task = asyncio.ensure_future(self._over_tcp(pending, *sock.server))
+        self._tcp_tasks.add(task)
+        task.add_done_callback(self._tcp_tasks.discard)
+
+    async def _over_tcp(self, pending: _Pending, host: str, port: int) -> None:
+        from dns import asyncquery
+
+        try:
+            reply = await asyncquery.tcp(make_query(dns.name.Name(pending.labels), pending.rdtype), host,
+                                         timeout=pending.timeout, port=port)
+        except BaseException as exc:  # (whatever it is, the caller must hear of it)
+            self.settle(pending, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.settle(pending, reply, True)
+
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, expiration: float, pending: _Pending) -> None:
+        """Fail ``pending`` with a timeout at ``expiration`` (loop time) unless answered by then.
+        Deadlines that come in order (one timeout for every query, as a resolver asks) share one
+        timer instead of a timer each; any other gets its own."""
         deadlines = self._deadlines
         if deadlines and expiration < deadlines[-1][0]:
-            return loop.call_at(expiration, _expire, future, timeout)
-        deadlines.append((expiration, future, timeout))
+            loop.call_at(expiration, self._expire, pending)
+            return
+        deadlines.append((expiration, pending))
         if self._sweep_at is None:
             self._sweep_at = loop.call_at(expiration, self._sweep, loop, expiration)
-        return None
+
+    def _expire(self, pending: _Pending) -> None:
+        if not pending.done and pending.sock is not None:  # (over TCP: its own timeout)
+            self.settle(pending, dns.exception.Timeout(timeout=pending.timeout))
 
     def _sweep(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         """Fail the queries whose deadline has come (the one this timer was set for, and any
@@ -300,82 +391,21 @@ class MultiplexTransport:
         next deadline."""
         self._sweep_at = None
         deadlines = self._deadlines
-        while deadlines and (deadlines[0][0] <= due or deadlines[0][1].done()):
-            _, future, timeout = deadlines.popleft()
-            _expire(future, timeout)
+        while deadlines and (deadlines[0][0] <= due or deadlines[0][1].done):
+            pending = deadlines.popleft()[1]
+            if not pending.done:
+                self._expire(pending)
         if deadlines:
             self._sweep_at = loop.call_at(deadlines[0][0], self._sweep, loop, deadlines[0][0])
 
-    def _open_sockets(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[_Socket] | None:
-        """The sockets already open to this server in this loop, if any (no await needed)."""
-        if loop is not self._loop:
-            return None
-        # (close() empties the table before it closes a socket: a listed group is open)
-        return self._sockets.get((host, port))
-
-    async def _sockets_for(self, host: str, port: int) -> list[_Socket]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (asyncio.run again): the old sockets are dead
-            self.close()
-            self._loop = loop
-        key = (host, port)
-        found = self._sockets.get(key)
-        if found and not any(s.closed for s in found):
-            return found
-        opening = self._opening.get(key)
-        if opening is not None:
-            return await asyncio.shield(opening)
-        future: asyncio.Future[list[_Socket]] = loop.create_future()
-        self._opening[key] = future
-        try:
-            addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            opened = []
-            for _ in range(self.sockets_per_server):
-                opened.append(_Socket(loop, _connected(addresses), self.fast_decode))
-            self._sockets[key] = opened
-            future.set_result(opened)
-            return opened
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it through shield
-            raise
-        finally:
-            del self._opening[key]
-
-    async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
-                       port: int, timeout: float) -> tuple[Reply, bool]:
-        loop = asyncio.get_running_loop()
-        expiration = loop.time() + timeout
-        self.in_flight += 1
-        try:
-            sockets = self._open_sockets(loop, host, port) or await self._sockets_for(host, port)
-            self._turn = (self._turn + 1) % len(sockets)
-            sock = sockets[self._turn]
-            query_id = sock.free_id()
-            future: asyncio.Future[Reply] = loop.create_future()
-            sock.pending[query_id] = _Pending(future, labels, rdtype)
-            try:
-                sock.send(query_wire(query_id, labels, rdtype))
-                timer = self._expire_at(loop, expiration, future, timeout)
-                try:
-                    return await future, False
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-            except dns.message.Truncated:
-                # As udp_with_fallback: the TCP query gets the whole timeout again.
-                from dns import asyncquery
-
-                reply = await asyncquery.tcp(make_query(dns.name.Name(labels), rdtype), host,
-                                                 timeout=timeout, port=port)
-                return reply, True
-            finally:
-                if sock.pending.get(query_id) is not None and sock.pending[query_id].future is future:
-                    del sock.pending[query_id]
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                loop.call_soon(self._close_if_idle)
+    def _open(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[_Socket]:
+        """Open this server's sockets. Nameservers are IP addresses (``Nameserver.parse``): no
+        name to resolve, so no wait."""
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
+        opened = [_Socket(loop, _connected(addresses), self, (host, port))
+                  for _ in range(self.sockets_per_server)]
+        self._sockets[(host, port)] = opened
+        return opened
 
     def _close_if_idle(self) -> None:
         if self.in_flight == 0:

@@ -41,6 +41,7 @@ class DnsStatus(StrEnum):
 
 
 PARSE_CACHE_SIZE = 1 << 16  # distinct record sets kept parsed (rdata are immutable)
+QUERY_CACHE_SIZE = 1 << 18  # distinct queries kept made (a bulk worker asks tens of thousands)
 # One TXT record as the resolver writes it (dnspython's to_text()) when every byte is printable
 # ASCII other than '"' and '\\': quoted strings of at most 255 bytes, one space apart. Read
 # exactly so, its strings are the quoted texts; anything else is read by dnspython.
@@ -114,7 +115,7 @@ class DnsQuery:
         return _query(name, rdtype)
 
 
-@lru_cache(maxsize=PARSE_CACHE_SIZE)  # shared names are asked for by every domain
+@lru_cache(maxsize=QUERY_CACHE_SIZE)  # shared names are asked for by every domain
 def _query(name: str, rdtype: str) -> DnsQuery:
     return DnsQuery(normalise_name(name), rdtype.upper())
 

@@ -1,9 +1,10 @@
 """The live DNS client: every query answered with a DnsAnswer that says exactly what happened.
 
-Built on dnspython's asyncio query functions rather than its stub resolver so that each
-outcome (NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, a truncated UDP answer retried over
-TCP) is recorded as such. EDNS is on (1232-byte payload) so long SPF records rarely need TCP.
-Identical lookups share one query for the whole run, in flight or done.
+Built on a transport that sends single queries (``auditor.dnsfast``: dnspython's wire format
+and, for what its fast decoder does not cover, dnspython's parser) rather than on a stub
+resolver, so that each outcome (NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout, a truncated UDP
+answer retried over TCP) is recorded as such. EDNS is on (1232-byte payload) so long SPF
+records rarely need TCP. Identical lookups share one query for the whole run, in flight or done.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,7 +21,7 @@ import dns.exception
 import dns.rcode
 import dns.rdatatype
 
-from .dnsfast import MultiplexTransport, Transport
+from .dnsfast import MultiplexTransport, Reply, Transport
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from .dnswire import ReplySummary, name_labels, summarize
 from .errors import InputError
@@ -78,41 +79,35 @@ def system_nameservers() -> list[Nameserver]:
 
 
 _RETRIED = frozenset({DnsStatus.TIMEOUT, DnsStatus.SERVFAIL, DnsStatus.ERROR})
+AnswerCallback = Callable[[DnsAnswer], None]
 
 
-class _Limit:
-    """At most ``size`` holders at once, first come first served: ``asyncio.Semaphore``'s
-    contract, without its bookkeeping on every acquire and release (a bulk run makes hundreds of
-    thousands, with thousands of lookups queued)."""
+class _Lookup:
+    """One lookup in flight: who waits for it, and where it stands (the try, the alias chain)."""
 
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self.waiting: deque[asyncio.Future[None]] = deque()
+    __slots__ = ("abandoned", "aliases", "asking", "attempt", "callbacks", "labels", "query", "rdtype",
+                 "seen", "started")
 
-    async def acquire(self) -> None:
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.release()  # handed a place just as it was cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self.waiting:
-            turn = self.waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the place goes straight to the next in line
-                return
-        self.free += 1
+    def __init__(self, query: DnsQuery, callbacks: list[AnswerCallback]) -> None:
+        self.query = query
+        self.callbacks = callbacks
+        self.asking = query  # the name asked now: the query's, or an alias target's
+        self.labels: tuple[bytes, ...] = ()
+        self.rdtype = dns.rdatatype.NONE
+        self.attempt = 0
+        self.started = 0.0
+        self.seen: set[str] | None = None  # names followed, once an alias is being chased
+        self.aliases: list[str] = []
+        self.abandoned = False  # left in flight by an event loop that has gone (asked again)
 
 
 class Resolver:
-    """Asks recursive nameservers, one query per distinct (name, type) for the whole run."""
+    """Asks recursive nameservers, one query per distinct (name, type) for the whole run.
+
+    Lookups are driven by callbacks (``request``): the transport's reply handler builds the
+    answer, retries or follows an alias, and tells whoever waits, with no task or coroutine per
+    query; ``query`` is the same as a coroutine. A lookup, once asked, runs to its end whoever
+    stops waiting for it, and every outcome is an answer (failures included)."""
 
     def __init__(self, nameservers: Sequence[Nameserver], *, timeout: float = DEFAULT_TIMEOUT,
                  tries: int = DEFAULT_TRIES, concurrency: int = DEFAULT_CONCURRENCY,
@@ -122,154 +117,216 @@ class Resolver:
         if not nameservers:
             raise InputError("no DNS server to ask: give --nameserver IP[:PORT] or --no-dns")
         self.nameservers = tuple(nameservers)
+        self._servers = tuple((ns.host, ns.port, _server_text(ns)) for ns in self.nameservers)
         self.timeout = timeout
         self.tries = tries
         self.transport: Transport = MultiplexTransport() if transport is None else transport
-        self._limit = _Limit(concurrency)
-        self._pending: dict[DnsQuery, asyncio.Future[DnsAnswer]] = {}
-        # Those awaiting a lookup another caller is making, each with a future of its own (as
-        # asyncio.shield would give it: its cancellation leaves the lookup alone), settled
-        # directly when the lookup ends (in bulk, thousands of domains wait for one include).
-        self._waiters: dict[DnsQuery, list[asyncio.Future[DnsAnswer]]] = {}
+        self._submit = getattr(self.transport, "submit", None) or self._submit_through_exchange
+        self.concurrency = concurrency
+        self._free = concurrency  # queries that may be in flight at once
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[_Lookup] = deque()  # lookups waiting for a place, first come first served
+        # Every lookup of the run: its answer once it has one, else the lookup in flight.
+        self._table: dict[DnsQuery, DnsAnswer | _Lookup] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
 
-    async def query(self, query: DnsQuery) -> DnsAnswer:
-        future = self._pending.get(query)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._pending[query] = future
-            try:
-                found = await self._ask(query)
-            except BaseException as exc:  # keep waiters from hanging on a cancelled lookup
-                future.set_exception(exc)
-                waiters = self._waiters.pop(query, ())
-                if waiters:
-                    future.exception()  # (passed on to them: retrieved)
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-                raise
-            future.set_result(found)
-            for waiter in self._waiters.pop(query, ()):
-                if not waiter.done():  # (a waiter cancelled meanwhile has given up)
-                    waiter.set_result(found)
+    def request(self, query: DnsQuery, callback: AnswerCallback) -> DnsAnswer | None:
+        """The answer at once if this run has it; otherwise None, and ``callback(answer)`` later
+        (never from within this call), the query asked unless it already is."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._abandon_lookups_in_flight()
+        found = self._table.get(query)
+        if found is None:
+            self._table[query] = lookup = _Lookup(query, [callback])
+            self._begin(lookup)
+            return None
+        if type(found) is DnsAnswer:
             return found
-        if future.done():
-            return future.result()
-        waiter = future.get_loop().create_future()
-        self._waiters.setdefault(query, []).append(waiter)
-        return await waiter
+        found.callbacks.append(callback)  # type: ignore[union-attr]
+        return None
+
+    async def query(self, query: DnsQuery) -> DnsAnswer:
+        found = self._table.get(query)
+        if type(found) is DnsAnswer:
+            return found
+        return await self._future(query)
 
     def joined(self, query: DnsQuery) -> asyncio.Future[DnsAnswer] | None:
-        """For a lookup in flight, the future of its own that ``query`` would await for it (the
-        answer, or the lookup's exception; cancelling it leaves the lookup alone), with no
-        coroutine or task to await it through; None when the query is not in flight."""
-        future = self._pending.get(query)
-        if future is None or future.done():
+        """For a lookup in flight, a future of its own settled with its answer (cancelling it
+        leaves the lookup alone); None when the query is not in flight."""
+        if type(self._table.get(query)) is not _Lookup:
             return None
-        waiter = future.get_loop().create_future()
-        self._waiters.setdefault(query, []).append(waiter)
-        return waiter
+        return self._future(query)
+
+    def _future(self, query: DnsQuery) -> asyncio.Future[DnsAnswer]:
+        future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
+
+        def settled(found: DnsAnswer) -> None:
+            if not future.done():  # (a waiter cancelled meanwhile has given up)
+                future.set_result(found)
+
+        found = self.request(query, settled)
+        if found is not None:
+            future.set_result(found)
+        return future
 
     def cached(self, query: DnsQuery) -> DnsAnswer | None:
-        """The answer already received for this query in this run, or None (not asked yet,
-        still in flight, or failed): what ``query`` would return at once, without awaiting."""
-        future = self._pending.get(query)
-        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
-            return None
-        return future.result()
+        """The answer already received for this query in this run, or None (not asked yet, or
+        still in flight): what ``query`` would return at once, without awaiting."""
+        found = self._table.get(query)
+        return found if type(found) is DnsAnswer else None  # type: ignore[return-value]
 
     @property
     def answers(self) -> list[DnsAnswer]:
-        return [f.result() for f in self._pending.values() if f.done() and not f.exception()]
+        return [a for a in self._table.values() if type(a) is DnsAnswer]  # type: ignore[misc]
 
-    async def _ask(self, query: DnsQuery) -> DnsAnswer:
-        """Ask, and follow an alias the server did not chase (an authoritative server only
-        chases within its own zones): bounded, loops reported as errors."""
-        found = await self._ask_once(query)
-        if found.status is not DnsStatus.NODATA or not (found.detail or "").startswith("alias "):
-            return found  # (already an answer to this query, with its own aliases)
-        seen = {query.name}
-        aliases = list(found.cname)
-        while found.status is DnsStatus.NODATA and found.detail and found.detail.startswith("alias "):
-            target = found.detail.removeprefix("alias ")
-            if target in seen or len(seen) > MAX_ALIASES:
-                return replace(found, query=query, status=DnsStatus.ERROR, cname=tuple(aliases),
-                               detail=f"alias loop or chain longer than {MAX_ALIASES}: {target}")
-            seen.add(target)
-            found = await self._ask_once(DnsQuery(target, query.rdtype))
-            aliases.extend(found.cname)
-        return replace(found, query=query, cname=tuple(aliases))
+    def _abandon_lookups_in_flight(self) -> None:
+        """A new event loop (``asyncio.run`` again): lookups a loop that has gone left in flight
+        (a run cut short) would never be answered in this one; they are asked again when next
+        wanted, and whatever becomes of their tries is ignored."""
+        self._loop = asyncio.get_running_loop()
+        for query, found in list(self._table.items()):
+            if type(found) is _Lookup:
+                found.abandoned = True
+                del self._table[query]
+        self._queue.clear()
+        self._free = self.concurrency
 
-    async def _ask_once(self, query: DnsQuery) -> DnsAnswer:
+    # -- a lookup's course: admitted, sent (tried again), an alias followed, finished ----------
+
+    def _begin(self, lookup: _Lookup) -> None:
+        """Ask ``lookup.asking`` once a place is free."""
         try:
-            labels = name_labels(query.name)
-            rdtype = _rdtype(query.rdtype)
+            lookup.labels = name_labels(lookup.asking.name)
+            lookup.rdtype = _rdtype(lookup.asking.rdtype)
         except (dns.exception.DNSException, ValueError) as exc:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=f"not a valid DNS name or type: {exc}")
-        last: DnsAnswer | None = None
-        limit = self._limit
-        if limit.free > 0 and not limit.waiting:  # (acquire()'s own first step, without a coroutine)
-            limit.free -= 1
+            invalid = DnsAnswer(lookup.asking, DnsStatus.ERROR, detail=f"not a valid DNS name or type: {exc}")
+            asyncio.get_running_loop().call_soon(self._answered, lookup, invalid)
+            return
+        lookup.attempt = 0
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+            self._send(lookup)
         else:
-            await limit.acquire()
-        try:
-            for attempt in range(self.tries):
-                server = self.nameservers[attempt % len(self.nameservers)]
-                last = await self._once(query, labels, rdtype, server)
-                if last.status not in _RETRIED:
-                    return last
-        finally:
-            self._limit.release()
-        assert last is not None
-        return last
+            self._queue.append(lookup)
 
-    async def _once(self, query: DnsQuery, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType,
-                    server: Nameserver) -> DnsAnswer:
-        started = time.perf_counter()
+    def _send(self, lookup: _Lookup) -> None:
+        host, port, _ = self._servers[lookup.attempt % len(self._servers)]
+        lookup.started = time.perf_counter()
         self.sent += 1
-        common = {"server": _server_text(server)}
-        try:
-            response, tcp = await self.transport.exchange(labels, rdtype, server.host, server.port,
-                                                          self.timeout)
-        except dns.exception.Timeout:
-            return DnsAnswer(query, DnsStatus.TIMEOUT, detail=f"no answer within {self.timeout:g} s",
-                             at=_now(), elapsed_ms=_ms(started), **common)
-        except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}",
-                             at=_now(), elapsed_ms=_ms(started), **common)
-        # The transport may already have read the reply (dnswire's fast decoder): same summary.
-        reply = response if isinstance(response, ReplySummary) else summarize(response)
-        rcode = reply.rcode
-        # (the fields every answer to a reply has, passed by position: query, status, records,
-        # ttl, server, at, elapsed_ms, tcp; then detail and cname by name, rcode)
-        at, elapsed, server_text, rcode_text = _now(), _ms(started), common["server"], _rcode_text(rcode)
-        if rcode == dns.rcode.NOERROR:
-            if reply.chain_error is not None:
-                return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
-                                 f"alias chain: {reply.chain_error}", rcode=rcode_text)
-            cnames = reply.cnames
-            if reply.records is None:
-                # No SOA in the authority section: the server stopped at the alias rather than
-                # saying that its target has no data (a chasing server proves no-data with the
-                # target's SOA). (resolve_chaining()'s minimum_ttl, once tested here, is never None.)
-                unchased = bool(cnames) and reply.canonical != query.name and not reply.has_soa
-                return DnsAnswer(query, DnsStatus.NODATA, (), None, server_text, at, elapsed, tcp,
-                                 f"alias {reply.canonical}" if unchased else None, cnames,
-                                 rcode_text)
-            return DnsAnswer(query, DnsStatus.OK, reply.records, reply.ttl, server_text, at,
-                             elapsed, tcp, None, cnames, rcode_text)
-        if rcode == dns.rcode.NXDOMAIN:
-            return DnsAnswer(query, DnsStatus.NXDOMAIN, (), None, server_text, at, elapsed, tcp,
-                             rcode=rcode_text)
-        if rcode == dns.rcode.SERVFAIL:
-            return DnsAnswer(query, DnsStatus.SERVFAIL, (), None, server_text, at, elapsed, tcp,
-                             "the server failed (SERVFAIL)", rcode=rcode_text)
-        if rcode == dns.rcode.REFUSED:
-            return DnsAnswer(query, DnsStatus.REFUSED, (), None, server_text, at, elapsed, tcp,
-                             "the server refused (REFUSED)", rcode=rcode_text)
-        return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
-                         f"rcode {dns.rcode.to_text(rcode)}", rcode=rcode_text)
+        self._submit(lookup.labels, lookup.rdtype, host, port, self.timeout,
+                     lambda result, tcp: self._replied(lookup, result, tcp))
+
+    def _replied(self, lookup: _Lookup, result: Reply | BaseException, tcp: bool) -> None:
+        """One try ended: try again (same place) while it failed and tries are left; else give
+        the place to the next lookup waiting, and go on with the answer."""
+        if lookup.abandoned:
+            return
+        server_text = self._servers[lookup.attempt % len(self._servers)][2]
+        found = _answer(lookup.asking, result, tcp, server_text, lookup.started, self.timeout)
+        if found.status in _RETRIED and lookup.attempt + 1 < self.tries:
+            lookup.attempt += 1
+            self._send(lookup)
+            return
+        if self._queue:
+            self._send(self._queue.popleft())  # the place goes straight to the next in line
+        else:
+            self._free += 1
+        self._answered(lookup, found)
+
+    def _answered(self, lookup: _Lookup, found: DnsAnswer) -> None:
+        """Follow an alias the server did not chase (an authoritative server only chases within
+        its own zones): bounded, loops reported as errors; else the lookup is done."""
+        if lookup.abandoned:
+            return
+        alias = found.status is DnsStatus.NODATA and (found.detail or "").startswith("alias ")
+        if lookup.seen is None:
+            if not alias:
+                self._finish(lookup, found)  # (already an answer to this query, with its own aliases)
+                return
+            lookup.seen = {lookup.query.name}
+            lookup.aliases = list(found.cname)
+        else:
+            lookup.aliases.extend(found.cname)
+            if not alias:
+                self._finish(lookup, replace(found, query=lookup.query, cname=tuple(lookup.aliases)))
+                return
+        target = (found.detail or "").removeprefix("alias ")
+        if target in lookup.seen or len(lookup.seen) > MAX_ALIASES:
+            self._finish(lookup, replace(found, query=lookup.query, status=DnsStatus.ERROR,
+                                         cname=tuple(lookup.aliases),
+                                         detail=f"alias loop or chain longer than {MAX_ALIASES}: {target}"))
+            return
+        lookup.seen.add(target)
+        lookup.asking = DnsQuery(target, lookup.query.rdtype)
+        self._begin(lookup)
+
+    def _finish(self, lookup: _Lookup, found: DnsAnswer) -> None:
+        self._table[lookup.query] = found
+        for callback in lookup.callbacks:
+            callback(found)
+
+    def _submit_through_exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType,
+                                 host: str, port: int, timeout: float,
+                                 callback: Callable[[Reply | BaseException, bool], None]) -> None:
+        """For a transport with only ``exchange`` (a coroutine): a task per query."""
+
+        async def exchange() -> None:
+            try:
+                reply, tcp = await self.transport.exchange(labels, rdtype, host, port, timeout)
+            except Exception as exc:
+                callback(exc, False)
+                return
+            callback(reply, tcp)
+
+        task = asyncio.ensure_future(exchange())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _answer(query: DnsQuery, result: Reply | BaseException, tcp: bool, server_text: str,
+            started: float, timeout: float) -> DnsAnswer:
+    """What one try says: the reply read as an answer, or the failure named."""
+    at, elapsed = _now(), _ms(started)
+    if isinstance(result, BaseException):
+        if isinstance(result, dns.exception.Timeout):
+            return DnsAnswer(query, DnsStatus.TIMEOUT, detail=f"no answer within {timeout:g} s",
+                             at=at, elapsed_ms=elapsed, server=server_text)
+        return DnsAnswer(query, DnsStatus.ERROR, detail=f"{type(result).__name__}: {result}",
+                         at=at, elapsed_ms=elapsed, server=server_text)
+    # The transport may already have read the reply (dnswire's fast decoder): same summary.
+    reply = result if type(result) is ReplySummary else summarize(result)  # type: ignore[arg-type]
+    rcode = reply.rcode
+    rcode_text = _rcode_text(rcode)
+    # (the fields every answer to a reply has, passed by position: query, status, records,
+    # ttl, server, at, elapsed_ms, tcp; then detail and cname by name, rcode)
+    if rcode == dns.rcode.NOERROR:
+        if reply.chain_error is not None:
+            return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
+                             f"alias chain: {reply.chain_error}", rcode=rcode_text)
+        cnames = reply.cnames
+        if reply.records is None:
+            # No SOA in the authority section: the server stopped at the alias rather than
+            # saying that its target has no data (a chasing server proves no-data with the
+            # target's SOA). (resolve_chaining()'s minimum_ttl, once tested here, is never None.)
+            unchased = bool(cnames) and reply.canonical != query.name and not reply.has_soa
+            return DnsAnswer(query, DnsStatus.NODATA, (), None, server_text, at, elapsed, tcp,
+                             f"alias {reply.canonical}" if unchased else None, cnames,
+                             rcode_text)
+        return DnsAnswer(query, DnsStatus.OK, reply.records, reply.ttl, server_text, at,
+                         elapsed, tcp, None, cnames, rcode_text)
+    if rcode == dns.rcode.NXDOMAIN:
+        return DnsAnswer(query, DnsStatus.NXDOMAIN, (), None, server_text, at, elapsed, tcp,
+                         rcode=rcode_text)
+    if rcode == dns.rcode.SERVFAIL:
+        return DnsAnswer(query, DnsStatus.SERVFAIL, (), None, server_text, at, elapsed, tcp,
+                         "the server failed (SERVFAIL)", rcode=rcode_text)
+    if rcode == dns.rcode.REFUSED:
+        return DnsAnswer(query, DnsStatus.REFUSED, (), None, server_text, at, elapsed, tcp,
+                         "the server refused (REFUSED)", rcode=rcode_text)
+    return DnsAnswer(query, DnsStatus.ERROR, (), None, server_text, at, elapsed, tcp,
+                     f"rcode {dns.rcode.to_text(rcode)}", rcode=rcode_text)
 
 
 @lru_cache(maxsize=64)

@@ -32,7 +32,7 @@ class State(StrEnum):
 
     @property
     def usable(self) -> bool:
-        return self in (State.OK, State.PARTIAL)
+        return self is State.OK or self is State.PARTIAL  # (members are singletons)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property, lru_cache
@@ -378,10 +378,12 @@ def _parsed_ranges(texts: Iterable[str]) -> list[IpRange]:
     return out
 
 
-def _clues(evidence: EvidenceStore, candidates: Iterable[GatewayProfile]) -> list[Clue]:
-    candidates = [p for p in candidates if p.deployment != "exchange-online"]
+def _clues(evidence: EvidenceStore, candidates: list[GatewayProfile],
+           sets: Mapping[str, IpSet], mx_owners: Callable[[str], tuple[GatewayProfile, ...]],
+           ) -> list[Clue]:
+    """Every clue in the evidence; ``candidates`` are the known profiles but Exchange Online,
+    ``sets`` their published ranges by id, ``mx_owners`` the candidates an MX host names."""
     found: list[Clue] = []
-    sets = {p.id: p.ip_set for p in candidates}
 
     def ranges_clue(obj: ExoObject, prop: str, texts: Iterable[str],
                     strength: Literal["strong", "weak"], what: str) -> None:
@@ -423,15 +425,66 @@ def _clues(evidence: EvidenceStore, candidates: Iterable[GatewayProfile]) -> lis
         if mx.status is not DnsStatus.OK:
             continue
         for _, host in mx.mx():
-            for profile in candidates:
-                if profile.matches_mx(host):
-                    found.append(Clue(profile.id, "strong",
-                                      f"MX of {domain.domain} is {host}, a {profile.name} host",
-                                      domain.ref(query)))
+            for profile in mx_owners(host):
+                found.append(Clue(profile.id, "strong",
+                                  f"MX of {domain.domain} is {host}, a {profile.name} host",
+                                  domain.ref(query)))
     for policy in evidence.usable("Get-HostedConnectionFilterPolicy"):
         assert isinstance(policy, HostedConnectionFilterPolicy)
         ranges_clue(policy, "IPAllowList", policy.IPAllowList, "weak", "connection filter policy")
     return found
+
+
+class GatewayResolver:
+    """Decides which gateway(s) are in front of a tenant, for any number of evidence stores
+    judged against the same profiles (a bulk audit makes one store per domain). What depends
+    only on the profiles is worked out once: the candidates and their ranges, the candidates
+    each MX host names, and the active profiles and ranges of each set of strong clues."""
+
+    def __init__(self, profiles: tuple[GatewayProfile, ...], *,
+                 user_profile: GatewayProfile | None = None) -> None:
+        self.known = profiles + ((user_profile,) if user_profile else ())
+        self.user_profile = user_profile
+        self._candidates = [p for p in self.known if p.deployment != "exchange-online"]
+        self._sets = {p.id: p.ip_set for p in self._candidates}
+        self._mx_owners: dict[str, tuple[GatewayProfile, ...]] = {}
+        self._by_strong: dict[frozenset[str], tuple[tuple[GatewayProfile, ...], IpSet]] = {}
+        # Most domains of a bulk audit name no gateway: they all get this (frozen) context.
+        self._nothing_found = GatewayContext(mode="auto", active=(), clues=(), known=self.known,
+                                             ranges=IpSet())
+
+    def mx_owners(self, host: str) -> tuple[GatewayProfile, ...]:
+        """The candidates whose MX patterns match ``host``, in the order of the profiles."""
+        owners = self._mx_owners.get(host)
+        if owners is None:
+            owners = self._mx_owners[host] = tuple(p for p in self._candidates if p.matches_mx(host))
+        return owners
+
+    def resolve(self, evidence: EvidenceStore, *, forced: str | None = None) -> GatewayContext:
+        """See ``resolve_gateway``."""
+        known = self.known
+        clues = _clues(evidence, self._candidates, self._sets, self.mx_owners)
+        if forced and forced.lower() != "auto":
+            active: tuple[GatewayProfile, ...] = (find_profile(known, forced),)
+            mode: Literal["auto", "forced", "file"] = "forced"
+        elif self.user_profile is not None:
+            active, mode = (self.user_profile,), "file"
+        elif not clues:
+            return self._nothing_found
+        else:
+            strong = frozenset(c.profile_id for c in clues if c.strength == "strong")
+            chosen = self._by_strong.get(strong)
+            if chosen is None:
+                picked = tuple(p for p in known if p.id in strong)
+                chosen = self._by_strong[strong] = (picked, _ranges_of(picked))
+            return GatewayContext(mode="auto", active=chosen[0], clues=tuple(clues), known=known,
+                                  ranges=chosen[1])
+        return GatewayContext(mode=mode, active=active, clues=tuple(clues), known=known,
+                              ranges=_ranges_of(active))
+
+
+def _ranges_of(active: tuple[GatewayProfile, ...]) -> IpSet:
+    return IpSet(r for p in active for g in p.range_groups for r in g.ranges)
 
 
 def resolve_gateway(
@@ -447,20 +500,4 @@ def resolve_gateway(
     (a connector's ranges or certificate, an outbound smart host) is active. Weak clues alone
     (rule or allow-list ranges) make nothing active: they are shown as hints instead.
     """
-    known = profiles + ((user_profile,) if user_profile else ())
-    clues = _clues(evidence, known)
-    if forced and forced.lower() != "auto":
-        active: tuple[GatewayProfile, ...] = (find_profile(known, forced),)
-        mode: Literal["auto", "forced", "file"] = "forced"
-    elif user_profile is not None:
-        active, mode = (user_profile,), "file"
-    else:
-        strong = {c.profile_id for c in clues if c.strength == "strong"}
-        active, mode = tuple(p for p in known if p.id in strong), "auto"
-    return GatewayContext(
-        mode=mode,
-        active=active,
-        clues=tuple(clues),
-        known=known,
-        ranges=IpSet(r for p in active for g in p.range_groups for r in g.ranges),
-    )
+    return GatewayResolver(profiles, user_profile=user_profile).resolve(evidence, forced=forced)

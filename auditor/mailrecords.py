@@ -26,8 +26,8 @@ def parse_tags(text: str, version_tag: str, version: str) -> TagRecord:
     """Split a tag list; the first tag must be the version (case-sensitive value)."""
     tags: dict[str, str] = {}
     problems: list[str] = []
-    parts = [p.strip() for p in text.split(";")]
-    for index, part in enumerate(parts):
+    for index, raw in enumerate(text.split(";")):
+        part = raw.strip()
         if not part:
             continue
         key, sep, value = part.partition("=")
@@ -83,7 +83,9 @@ def parse_dmarc(text: str) -> Dmarc:
             pct = int(pct_text)
         else:
             problems.append(f"pct={pct_text} is not a number from 0 to 100")
-    return Dmarc(TagRecord(record.tags, tuple(problems)), policy, subdomain or policy, pct)
+    if len(problems) > len(record.problems):  # (else the record as parsed says it all)
+        record = TagRecord(record.tags, tuple(problems))
+    return Dmarc(record, policy, subdomain or policy, pct)
 
 
 def policy_rank(policy: str | None) -> int:
@@ -117,5 +119,12 @@ def dmarc_candidates(domain: str) -> list[str]:
 
 
 def is_dmarc(answer: DnsAnswer) -> bool:
-    return answer.status is DnsStatus.OK and any(
-        t.decode("utf-8", "replace").startswith("v=DMARC1") for t in answer.txt())
+    return bool(dmarc_records(answer))
+
+
+def dmarc_records(answer: DnsAnswer) -> list[str]:
+    """The DMARC records among the TXT records of an answer (none unless it is OK)."""
+    if answer.status is not DnsStatus.OK:
+        return []
+    return [text for text in (t.decode("utf-8", "replace") for t in answer.txt())
+            if text.startswith("v=DMARC1")]

@@ -1,43 +1,74 @@
 """Fetch a domain's MTA-STS policy file over HTTPS (RFC 8461 3.3), recording what happened.
 
 The host ``mta-sts.<domain>`` is resolved through the audit's own resolver (so --nameserver
-is honoured), then contacted by address with the name as TLS SNI and Host header; the
-certificate must be valid for that name. Redirects are not followed, as the RFC requires.
+is honoured; ``policy_host`` says what to ask), then contacted by address with the name as TLS
+SNI and Host header; the certificate must be valid for that name. Redirects are not followed, as
+the RFC requires.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-
-import httpx
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .dnsevidence import PolicyFetch
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
+from .dnsresolve import iso_time
 from .mtasts import MAX_POLICY_BYTES
+
+if TYPE_CHECKING:
+    import httpx
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 
 
-async def fetch_policy(domain: str, lookup: Callable[[DnsQuery], Awaitable[DnsAnswer]],
-                       client: httpx.AsyncClient, *, port: int = 443) -> PolicyFetch:
-    """Fetch ``https://mta-sts.<domain>/.well-known/mta-sts.txt``; never raises."""
+@dataclass(frozen=True, slots=True)
+class PolicyHost:
+    """Where a domain's policy file is fetched from: its URL and the host's first address."""
+
+    domain: str
+    address: str
+    at: str  # when the fetch began (its address lookups included)
+
+    @property
+    def host(self) -> str:
+        return f"mta-sts.{self.domain}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}{POLICY_PATH}"
+
+
+def policy_host(domain: str) -> Generator[DnsQuery, DnsAnswer, PolicyHost | PolicyFetch]:
+    """Look up ``mta-sts.<domain>`` (sans I/O: yields each query, is sent its answer): where to
+    fetch the policy from, or the failed fetch when the host has no address."""
     host = f"mta-sts.{domain}"
-    url = f"https://{host}{POLICY_PATH}"
-    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    at = iso_time(time.time_ns())
     addresses: list[str] = []
     statuses = []
     for rdtype in ("A", "AAAA"):
-        found = await lookup(DnsQuery.of(host, rdtype))
+        found = yield DnsQuery.of(host, rdtype)
         statuses.append(found.status)
         if found.status is DnsStatus.OK:
             addresses.extend(found.addresses())
+        elif found.status is DnsStatus.NXDOMAIN:
+            break  # no such name: it has no record of any type (RFC 8020), AAAA included
     if not addresses:
         temporary = any(s.temporary for s in statuses)
-        return PolicyFetch(url, "timeout" if temporary else "error", at=at,
+        return PolicyFetch(f"https://{host}{POLICY_PATH}", "timeout" if temporary else "error", at=at,
                            detail=f"{host} has no address ({', '.join(s.value for s in statuses)})")
-    address = addresses[0]
+    return PolicyHost(domain, addresses[0], at)
+
+
+async def fetch_policy(where: PolicyHost, client: httpx.AsyncClient, *, port: int = 443) -> PolicyFetch:
+    """Fetch ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` from the address found; never
+    raises."""
+    import httpx  # (loaded only when a policy is fetched: most runs of many domains fetch none)
+
+    host, url, at, address = where.host, where.url, where.at, where.address
     literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
     target = f"https://{literal}:{port}{POLICY_PATH}"
     headers = {"Host": host if port == 443 else f"{host}:{port}", "Accept": "text/plain"}

@@ -28,6 +28,7 @@ from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus, txt_strings
 
 __all__ = [
     "SpfNetwork",
+    "SpfNetworks",
     "SpfProblem",
     "SpfResult",
     "SpfTarget",
@@ -108,6 +109,17 @@ class SpfNetwork:
 
 
 @dataclass(frozen=True, slots=True)
+class SpfNetworks:
+    """A run of ip4/ip6 terms of one record, in the record's order, with the chain of domains
+    that includes it. ``terms`` (network, qualifier) are those of the record as read once: every
+    tree that includes the record shares them (in bulk, thousands of trees)."""
+
+    domain: str
+    chain: tuple[str, ...]
+    terms: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SpfTarget:
     """A name the tree points at: include, redirect, a, mx, exists, ptr, exp, or macro.
 
@@ -144,13 +156,19 @@ class SpfTree:
     all_domain: str | None  # the domain whose record carries it
     lookups: int  # DNS-querying terms if no term matched (what "too many lookups" tools report)
     void_lookups: int
-    networks: tuple[SpfNetwork, ...]
+    network_runs: tuple[SpfNetworks, ...]  # every ip4/ip6 network, in the order the walk met them
     targets: tuple[SpfTarget, ...]
     problems: tuple[SpfProblem, ...]
     records: tuple[tuple[str, str], ...]  # (domain, record) for every record read
     # Names whose A/AAAA records check_host() may need for some client IP: the a targets and the
     # hosts of mx targets (first 10). A collector fetches these so that offline evaluation works.
     address_targets: tuple[str, ...] = ()
+
+    @property
+    def networks(self) -> tuple[SpfNetwork, ...]:
+        """Each ip4/ip6 network on its own, in the order the walk met them."""
+        return tuple(SpfNetwork(network, qualifier, run.domain, run.chain)
+                     for run in self.network_runs for network, qualifier in run.terms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +414,7 @@ def _parse_record(text: str) -> _Record:
 # Names and macros
 
 
+@lru_cache(maxsize=1 << 16)  # pure; the same include targets are checked for every domain
 def _initial_domain_ok(domain: str) -> bool:
     """4.3: a multi-label name with labels of 1..63 octets and a valid top label.
 
@@ -411,6 +430,7 @@ def _initial_domain_ok(domain: str) -> bool:
     return _TOPLABEL_RE.fullmatch(labels[-1]) is not None
 
 
+@lru_cache(maxsize=1 << 16)  # pure; the same include targets are read for every domain
 def _query_name(expanded: str) -> str | None:
     """Turn an expanded domain-spec into a name to query, or None if no query can be made.
 
@@ -859,7 +879,7 @@ class _Walk:
         self.lookups = 0
         self.voids = 0
         self.fetched = 0
-        self.networks: list[SpfNetwork] = []
+        self.network_runs: list[SpfNetworks] = []
         self.targets: list[SpfTarget] = []
         self.problems: list[SpfProblem] = []
         self.records: list[tuple[str, str]] = []
@@ -933,7 +953,7 @@ def _tree(walk: _Walk, domain: str, result: TreeResult, problem: str | None, rec
         all_domain=effective_all.domain if effective_all else None,
         lookups=walk.lookups,
         void_lookups=walk.voids,
-        networks=tuple(walk.networks),
+        network_runs=tuple(walk.network_runs),
         targets=tuple(walk.targets),
         problems=tuple(walk.problems),
         records=tuple(walk.records),
@@ -999,6 +1019,9 @@ class _Reading:
     terms: tuple[_Term, ...] = ()
     redirect: _Term | None = None
     all_term: _Term | None = None
+    # What the walk does with the terms, in order: a run of ip4/ip6 networks (network,
+    # qualifier), or a term to follow (all terms are left out: the walk reads them apart).
+    steps: tuple[tuple[tuple[str, str], ...] | _Term, ...] = ()
 
 
 @lru_cache(maxsize=1 << 16)  # pure: the domain and the answer's type, status and records decide it
@@ -1069,7 +1092,25 @@ def _read(domain: str, rdtype: str, status: DnsStatus, records: tuple[str, ...])
     mechanisms = [t for t in terms if not t.modifier]
     if all_term is not None and mechanisms[-1] is not all_term:
         problems.append(("warning", f"{domain}: terms after {all_term.text!r} are never evaluated"))
-    return _Reading("ok", tuple(problems), text, len(data), tuple(terms), redirect, all_term)
+    return _Reading("ok", tuple(problems), text, len(data), tuple(terms), redirect, all_term,
+                    _steps(terms))
+
+
+def _steps(terms: list[_Term]) -> tuple[tuple[tuple[str, str], ...] | _Term, ...]:
+    """``_Reading.steps``: consecutive ip4/ip6 terms grouped, other terms but all one by one."""
+    steps: list[tuple[tuple[str, str], ...] | _Term] = []
+    run: list[tuple[str, str]] = []
+    for term in terms:
+        if term.name in ("ip4", "ip6"):
+            run.append((term.network_text, term.qualifier))
+        elif term.name != "all":
+            if run:
+                steps.append(tuple(run))
+                run = []
+            steps.append(term)
+    if run:
+        steps.append(tuple(run))
+    return tuple(steps)
 
 
 def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
@@ -1094,13 +1135,12 @@ def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
     all_term = reading.all_term
     if all_term is not None and all_term.qualifier == "+" and via is not None:
         walk.problem("warning", f"{domain}: {all_term.text!r} makes {via} match every host", chain)
-    networks = walk.networks
-    for term in reading.terms:
-        name = term.name
-        if name == "ip4" or name == "ip6":  # (no DNS: not worth a generator each)
-            networks.append(SpfNetwork(term.network_text, term.qualifier, domain, chain))
-        elif name != "all":
-            yield from _walk_term(walk, term, domain, chain, top)
+    runs = walk.network_runs
+    for step in reading.steps:
+        if type(step) is tuple:  # (networks: no DNS, not worth a generator each)
+            runs.append(SpfNetworks(domain, chain, step))
+        else:
+            yield from _walk_term(walk, step, domain, chain, top)  # type: ignore[arg-type]
     redirect = reading.redirect
     if redirect is None:
         effective = _WalkAll(all_term.text, all_term.qualifier, domain) if all_term else None
@@ -1149,7 +1189,7 @@ def _walk_term(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...],
                top: list[str | None]) -> Resolution[None]:
     name = term.name
     if name in ("ip4", "ip6"):
-        walk.networks.append(SpfNetwork(term.network_text, term.qualifier, domain, chain))
+        walk.network_runs.append(SpfNetworks(domain, chain, ((term.network_text, term.qualifier),)))
         return
     if name == "all":
         return

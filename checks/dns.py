@@ -15,7 +15,7 @@ from auditor.dnsmodel import ascii_name as spf_name
 from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
 from auditor.mailrecords import (
     dmarc_candidates,
-    is_dmarc,
+    dmarc_records,
     parse_dmarc,
     parse_mta_sts,
     parse_tlsrpt,
@@ -69,12 +69,15 @@ def _not_recorded(name: str, check_id: str) -> Result:
 
 def _unanswered(dd: DomainDns, query: DnsQuery, what: str) -> Result | None:
     found = dd.lookup(query)
-    if found.status.temporary:
-        detail = found.detail or found.status.value
-        return result(Status.NOT_EVALUATED, f"domain {dd.domain}",
-                      f"not evaluated: the {what} lookup failed ({found.status.value}: {detail})",
-                      dd.ref(query), key=dd.domain)
-    return None
+    return _failed_lookup(dd, query, found, what) if found.status.temporary else None
+
+
+def _failed_lookup(dd: DomainDns, query: DnsQuery, found: DnsAnswer, what: str) -> Result:
+    """Why the domain is not evaluated: its ``what`` lookup failed (``found``, a temporary failure)."""
+    detail = found.detail or found.status.value
+    return result(Status.NOT_EVALUATED, f"domain {dd.domain}",
+                  f"not evaluated: the {what} lookup failed ({found.status.value}: {detail})",
+                  dd.ref(query), key=dd.domain)
 
 
 def _mx_ready(ctx: CheckContext, check_id: str,
@@ -85,11 +88,11 @@ def _mx_ready(ctx: CheckContext, check_id: str,
             yield _not_recorded(name, check_id)
             continue
         query = DnsQuery.of(name, "MX")
-        failed = _unanswered(dd, query, "MX")
-        if failed:
-            yield failed
+        mx = dd.lookup(query)
+        if mx.status.temporary:
+            yield _failed_lookup(dd, query, mx, "MX")
             continue
-        yield name, dd, query, dd.lookup(query)
+        yield name, dd, query, mx
 
 
 def _is_null_mx(mx: DnsAnswer) -> bool:
@@ -228,10 +231,10 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
             continue
         dead, unknown = [], []
         for _, host in mx.mx():
-            answers = [dd.get(host, t) for t in ("A", "AAAA")]
-            if any(a.status is DnsStatus.OK for a in answers):
+            a, aaaa = dd.get(host, "A"), dd.get(host, "AAAA")
+            if a.status is DnsStatus.OK or aaaa.status is DnsStatus.OK:
                 continue
-            if any(a.status.temporary for a in answers):
+            if a.status.temporary or aaaa.status.temporary:
                 unknown.append(host)
             else:
                 dead.append(host)
@@ -279,16 +282,17 @@ def dmarc_policy(ctx: CheckContext) -> Iterator[Result]:
             yield _not_recorded(name, "DNS-006")
             continue
         resource = f"domain {name}"
-        found: tuple[str, DnsAnswer] | None = None
+        found: tuple[str, DnsAnswer, list[str]] | None = None  # where, the answer, its records
         failed: Result | None = None
         for candidate in dmarc_candidates(name):
             query = DnsQuery.of(f"_dmarc.{candidate}", "TXT")
-            failed = _unanswered(dd, query, f"_dmarc.{candidate}")
-            if failed:
-                break
             answer = dd.lookup(query)
-            if is_dmarc(answer):
-                found = (candidate, answer)
+            if answer.status.temporary:
+                failed = _failed_lookup(dd, query, answer, f"_dmarc.{candidate}")
+                break
+            records = dmarc_records(answer)
+            if records:
+                found = (candidate, answer, records)
                 break
         if failed:
             yield failed
@@ -298,10 +302,8 @@ def dmarc_policy(ctx: CheckContext) -> Iterator[Result]:
                          "receivers apply no policy to mail that spoofs it",
                          dd.ref(DnsQuery.of(f"_dmarc.{name}", "TXT")), key=name)
             continue
-        where, answer = found
+        where, answer, records = found
         ref = dd.ref(answer.query)
-        records = [t.decode("utf-8", "replace") for t in answer.txt()
-                   if t.decode("utf-8", "replace").startswith("v=DMARC1")]
         if len(records) > 1:
             yield result(Status.FAIL, resource, f"_dmarc.{where} holds {len(records)} DMARC records; "
                          "receivers ignore them all", ref, key=name)
@@ -369,15 +371,14 @@ def mta_sts(ctx: CheckContext) -> Iterator[Result]:
         for label, parser, what, prefix in (("_mta-sts", parse_mta_sts, "MTA-STS", "v=STSv1"),
                                             ("_smtp._tls", parse_tlsrpt, "TLS-RPT", "v=TLSRPTv1")):
             query = DnsQuery.of(f"{label}.{name}", "TXT")
-            if _unanswered(dd, query, what):
-                found = dd.lookup(query)
-                failures.append(f"{what} lookup {found.status.value}: {found.detail or ''}".rstrip(": "))
+            answer = dd.lookup(query)
+            if answer.status.temporary:
+                failures.append(f"{what} lookup {answer.status.value}: {answer.detail or ''}".rstrip(": "))
                 refs.append(dd.ref(query))
                 continue
-            answer = dd.lookup(query)
-            texts = [t.decode("utf-8", "replace") for t in answer.txt()
-                     if answer.status is DnsStatus.OK]
-            records = [t for t in texts if t.startswith(prefix)]
+            answered = answer.status is DnsStatus.OK
+            records = [text for text in (t.decode("utf-8", "replace") for t in answer.txt())
+                       if answered and text.startswith(prefix)]
             if not records:
                 problems.append(f"no {what} record")
             elif len(records) > 1:
@@ -459,8 +460,14 @@ def _evaluate_spf_tree(dd: DomainDns) -> tuple[SpfTree, bool]:
     return tree, not missing
 
 
+@functools.lru_cache(maxsize=1 << 10)  # asked by two checks, three times a domain
+def _spf_query(domain: str) -> DnsQuery:
+    """The lookup of a domain's SPF record (under its A-label name)."""
+    return DnsQuery.of(spf_name(domain), "TXT")
+
+
 def _spf_ref(dd: DomainDns) -> EvidenceRef:
-    return dd.ref(DnsQuery.of(spf_name(dd.domain), "TXT"))
+    return dd.ref(_spf_query(dd.domain))
 
 
 def _spf_ready(ctx: CheckContext, check_id: str) -> Iterator[tuple[str, DomainDns, SpfTree] | Result]:
@@ -514,7 +521,7 @@ def spf_valid(ctx: CheckContext) -> Iterator[Result]:
             continue
         name, dd, tree = item
         resource = f"domain {name}"
-        failed = _unanswered(dd, DnsQuery.of(spf_name(name), "TXT"), "SPF (TXT)")
+        failed = _unanswered(dd, _spf_query(name), "SPF (TXT)")
         if failed:
             yield failed
             continue
@@ -549,6 +556,13 @@ def _provider_patterns(ctx: CheckContext) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1 << 14)  # a tree's networks share the few include names above them
 def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=1 << 12)  # a record's terms, shared by every tree that includes it
+def _wide_authorised(terms: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The very wide networks that ip4/ip6 terms (network, qualifier) authorise (+), in order."""
+    return tuple(network for network, qualifier in terms
+                 if qualifier == "+" and _is_wide(network))
 
 
 @functools.lru_cache(maxsize=1 << 14)  # shared includes repeat the same networks across domains
@@ -591,7 +605,7 @@ def _parsed_range(text: str) -> IpRange | None:
     ),
 )
 def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
-    providers = _provider_patterns(ctx)
+    providers: tuple[str, ...] | None = None  # worked out for the first wide range met
     for item in _spf_ready(ctx, "DNS-004"):
         if isinstance(item, Result):
             yield item
@@ -608,11 +622,13 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
                          "authorises is unknown", _spf_ref(dd), key=name)
             continue
         wide = []
-        for net in tree.networks:  # (most networks are narrow: ask that first)
-            if net.qualifier != "+" or not _is_wide(net.network) or any(
-                    _matches_any(d, providers) for d in (*net.chain, net.domain)):
-                continue
-            wide.append(f"{net.network} (in {_chain((*net.chain, net.domain))})")
+        for run in tree.network_runs:
+            for network in _wide_authorised(run.terms):
+                if providers is None:
+                    providers = _provider_patterns(ctx)
+                if any(_matches_any(d, providers) for d in (*run.chain, run.domain)):
+                    continue
+                wide.append(f"{network} (in {_chain((*run.chain, run.domain))})")
         if tree.all_qualifier in ("+", "?"):
             yield result(Status.FAIL, resource, f"SPF ends with {tree.all_term} (in {tree.all_domain}): "
                          + ("every sender passes" if tree.all_qualifier == "+"
@@ -720,7 +736,7 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
 
 def authorises_nobody(tree: SpfTree) -> bool:
     """``v=spf1 -all`` and the like: no network, no name that could authorise a sender."""
-    return (not any(n.qualifier == "+" for n in tree.networks)
+    return (not any(qualifier == "+" for run in tree.network_runs for _, qualifier in run.terms)
             and not any(t.kind in ("include", "redirect", "a", "mx", "exists", "ptr", "macro")
                         for t in tree.targets))
 

@@ -122,3 +122,17 @@ def test_entry_points_run_as_a_user_would(command: list[str]) -> None:
     done = subprocess.run([*command, "--version"], capture_output=True, text=True, check=False,
                           timeout=60)
     assert done.returncode == 0 and "mailflow-audit" in done.stdout
+
+
+def test_help_lists_every_command_and_those_imported_when_named_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``collect`` and ``export-script`` are imported only when named or listed: still listed
+    by --help, in order, and run when named."""
+    code, out, _ = run(["--help"], capsys)
+    listed = [line.split()[0] for line in out.split("Commands:\n", 1)[1].splitlines() if line.strip()]
+    assert code == 0 and listed == sorted(listed)
+    assert {"audit", "collect", "domains", "export-script", "import", "probe", "verify"} <= set(listed)
+    code, out, _ = run(["collect", "--help"], capsys)
+    assert code == 0 and "--tenant" in out
+    code, out, _ = run(["export-script"], capsys)
+    assert code == 0 and "Get-TransportRule" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import importlib
 import io
 import json
 from pathlib import Path
@@ -80,9 +81,10 @@ def test_shared_includes_are_asked_once_for_the_whole_run(server: str, tmp_path:
     listing.write_text("\n".join(f"client{i}.test" for i in range(5)))
     code, _, err = run(["domains", str(listing), "--nameserver", server], capsys)
     assert code == 0
-    # Per client: MX, TXT, _dmarc, _mta-sts, _smtp._tls and 2 DKIM selectors = 7 (35);
-    # the MX host's A and AAAA and the shared include are asked once for all five (3).
-    assert "5 domains, 38 DNS queries" in err
+    # Per client: MX, TXT, _dmarc, _mta-sts, _smtp._tls = 5 (25; no DKIM selector: no check run
+    # in bulk reads one); the MX host's A and AAAA and the shared include are asked once for
+    # all five (3).
+    assert "5 domains, 28 DNS queries" in err
 
 
 def test_entries_that_are_not_domains_are_reported_not_fatal(
@@ -102,6 +104,10 @@ def test_fail_on_sets_the_exit_code(server: str, tmp_path: Path,
     listing.write_text("northwindtraders.com\n")
     assert run(["domains", str(listing), "--nameserver", server, "--fail-on", "medium"],
                capsys)[0] == 1
+    # Its worst finding is high (DNS-001 fails): nothing is critical.
+    assert run(["domains", str(listing), "--nameserver", server, "--fail-on", "high"], capsys)[0] == 1
+    assert run(["domains", str(listing), "--nameserver", server, "--fail-on", "critical"],
+               capsys)[0] == 0
 
 
 def test_an_empty_list_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,6 +150,22 @@ def test_two_processes_give_the_same_report_as_one(server: str, tmp_path: Path,
                          for f in data["findings"]], data["summary"]))
     assert reports[0] == reports[1]
     assert reports[0][0][:2] == ["contoso.com", "northwindtraders.com"]
+    tables = [run(["domains", str(listing), "--nameserver", server, "--format", "csv", "--jobs", jobs],
+                  capsys)[1] for jobs in ("1", "2")]
+    assert tables[0] == tables[1] and len(tables[0].splitlines()) == len(reports[0][1]) + 1
+
+
+def test_workers_report_their_progress_when_asked(server: str) -> None:
+    from auditor.bulk import run_bulk
+    from auditor.dnsresolve import Nameserver
+
+    host, port = server.rsplit(":", 1)
+    names = [f"client{i}.test" for i in range(5)]
+    seen: list[tuple[int, int]] = []
+    domains, _, _ = run_bulk(names, [Nameserver(host, int(port))], timeout=2.0, concurrency=8, jobs=2,
+                             progress=lambda done, total: seen.append((done, total)))
+    assert [d["domain"] for d in domains] == names
+    assert seen[-1] == (5, 5) and all(total == 5 and 0 <= done <= 5 for done, total in seen)
 
 
 # --- The fast paths of the bulk report give exactly what the plain ones give -----------------
@@ -204,43 +226,104 @@ def test_the_spf_tree_kept_from_collection_is_the_one_the_checks_would_read(serv
         assert kept == _evaluate_spf_tree(domain), domain.domain
 
 
+def _part(names: list[str], sent: int) -> Any:
+    from collections import Counter
+
+    from auditor.bulk import Part
+
+    return Part([{"domain": n, "gateway": [], "worst": None} for n in names], [[] for _ in names], {},
+                Counter(), Counter(), sent)
+
+
 def test_a_domain_no_worker_returned_fails_the_run_instead_of_shrinking_the_report() -> None:
     from auditor.bulk import merge_parts
     from auditor.errors import BulkIncompleteError
 
-    part_a = ([{"domain": "b.example"}], [{"domain": "b.example", "check_id": "DNS-001"}], 3)
-    part_b = ([{"domain": "a.example"}], [], 2)
-    domains, findings, sent = merge_parts(["a.example", "b.example"], [part_a, part_b])
-    assert findings == part_a[1]
+    part_a, part_b = _part(["b.example"], 3), _part(["a.example"], 2)
+    domains, _, sent = merge_parts(["a.example", "b.example"], [part_a, part_b])
     assert [d["domain"] for d in domains] == ["a.example", "b.example"] and sent == 5
     with pytest.raises(BulkIncompleteError, match="1 of 3 domains came back from no worker"):
         merge_parts(["a.example", "b.example", "c.example"], [part_a, part_b])
+    with pytest.raises(BulkIncompleteError, match="0 of 2 domains came back from no worker"):
+        merge_parts(["a.example", "b.example"], [part_a, part_b, _part(["a.example"], 1)])
 
 
-def test_findings_written_by_the_workers_are_reused_only_while_unchanged() -> None:
-    """The report text splices in each finding's text as its worker wrote it, and is written
-    whole again once the list no longer holds exactly the findings those texts were made for."""
+@pytest.mark.parametrize("with_findings", [True, False])
+def test_the_workers_parts_make_the_report_one_process_would_write(
+        server: str, with_findings: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker writes its domains' findings as the JSON report's text and sends the
+    counts (and the finding dicts only when asked): merged in the list's order, they make the
+    report (text, summary, dicts) written from all the findings at once."""
     from datetime import UTC, datetime
 
-    from auditor.bulk import WrittenFindings, bulk_json, merge_parts, report_text
+    from auditor.bulk import audit_domains, bulk_json, merge_parts, report_text, written_part
+    from auditor.engine import discover
+    from auditor.gateways import builtin_profiles
 
-    finding_a = {"domain": "a.example", "check_id": "DNS-001", "status": "fail", "severity": "high",
-                 "evidence": [{"observed": ["10 mx.example."], "note": None}]}
-    finding_b = {"domain": "b.example", "check_id": "DNS-002", "status": "pass", "severity": "low",
-                 "evidence": []}
-    texts = {id(finding_a): json.dumps(finding_a, indent=2).replace("\n", "\n    "),
-             id(finding_b): '"written by the worker"'}  # (not finding_b's text: shows reuse)
-    part_b = ([{"domain": "b.example"}], [finding_b], 1, [texts[id(finding_b)]])
-    part_a = ([{"domain": "a.example"}], [finding_a], 2, [texts[id(finding_a)]])
-    domains, findings, sent = merge_parts(["a.example", "b.example"], [part_b, part_a])
-    assert type(findings) is WrittenFindings and findings == [finding_a, finding_b] and sent == 3
-    data = bulk_json(domains, findings, [], ["192.0.2.53:53"], datetime(2026, 1, 1, tzinfo=UTC))
-    assert report_text(data) == (json.dumps(data, indent=2, ensure_ascii=False) + "\n").replace(
-        json.dumps(finding_b, indent=2).replace("\n", "\n    "), '"written by the worker"')
-    findings[1] = dict(finding_b)  # changed since written: the texts no longer apply
-    assert report_text(data) == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    findings.append(finding_a)
-    assert report_text(data) == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    render = importlib.import_module("reports.render")  # (the package's `render` is a function)
+    names = _demo_domains()
+    recorded = {d.domain: d for d in _collected(server, names)}
+    registry, profiles = discover(), builtin_profiles()
+    shares = [audit_domains([recorded[n] for n in names[i::3]], registry, profiles) for i in range(3)]
+    parts = [written_part(share, i, with_findings=with_findings) for i, share in enumerate(shares)]
+    domains, findings, sent = merge_parts(names, parts)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    written = bulk_json(domains, findings, [("x y", "not a valid domain name")], ["192.0.2.53:53"], when)
+    whole = audit_domains([recorded[n] for n in names], registry, profiles).to_json()
+    plain = bulk_json(whole["domains"], whole["findings"], [("x y", "not a valid domain name")],
+                      ["192.0.2.53:53"], when)
+    assert sent == 3 and len(whole["findings"]) > 100
+    assert report_text(written) == json.dumps(plain, indent=2, ensure_ascii=False) + "\n"
+    monkeypatch.setattr(render, "_PIECES_PER_WRITE", 7)  # the file written a few pieces at a time
+    render.write_bulk(written, "json", tmp_path / "domains.json")
+    assert (tmp_path / "domains.json").read_text(encoding="utf-8") == report_text(written)
+    assert written["summary"] == plain["summary"] and domains == plain["domains"]
+    if with_findings:
+        assert list(written["findings"]) == plain["findings"]
+    else:
+        with pytest.raises(ValueError, match="JSON text only"):
+            list(written["findings"])
+
+
+def test_a_finding_is_written_as_json_writes_its_dict_whatever_its_values() -> None:
+    """The findings' texts are written from the findings, without their dicts: what json.dumps
+    writes for the dict, for unusual values too (written by json itself then)."""
+    from collections import Counter
+
+    from auditor.audit import finding_json
+    from auditor.bulk import WrittenFindings, _FindingWriter, report_text
+    from auditor.engine import Finding, Status, discover
+    from auditor.models import EvidenceRef
+
+    registry = discover()
+    check = registry.checks[0]
+    refs = (EvidenceRef("dns/a.json", "/answers/0", ["10 mx.a.test.", "é \u2028 \x00"], "a.test MX"),
+            EvidenceRef("dns/a.json", "/answers/1", {"nested": [1, 2.5, None, True, ("t",)], "": {}},
+                        None, "a note"),
+            EvidenceRef("dns/a.json", "/y", float("nan")),
+            EvidenceRef("dns/a.json", "/z", []),
+            EvidenceRef("dns/a.json", "/w", [Severity.HIGH, "a string's subclass is written as the string"]))
+    unusual = (EvidenceRef("dns/a.json", "/x", {1: "a key json turns into text"}),
+               EvidenceRef("dns/a.json", "/z", ["text", 1, [], Status.PASS], property="p", note=""))
+    findings = [
+        Finding(check.id, check.meta.title, check.meta.severity, Status.FAIL, "domain a.test",
+                "quoted \"text\"\n\ttabbed", refs, "f1", fix="Set-Thing -Name 'x'",
+                related=("f0", "f2"), verdict="bypassable"),
+        Finding("ZZZ-999", "a check not registered", Severity.LOW, Status.PASS, "r", "m", (), "f2"),
+        Finding(check.id, check.meta.title, check.meta.severity, Status.WARN, "r", "m", unusual, "f3"),
+        Finding(check.id, check.meta.title, check.meta.severity, Status.WARN, 42, Severity.HIGH,  # type: ignore[arg-type]
+                (), "f4"),
+        Finding(check.id, check.meta.title, check.meta.severity, Status.PASS, "r", "m", refs[:1], "f5"),
+    ]
+    meta = {c.id: c.meta for c in registry.checks}
+    for gateway in ([], ["mimecast", "proofpoint"]):
+        rows = [{"domain": "a.test", "gateway": gateway, **finding_json(f, meta.get(f.check_id))}
+                for f in findings]
+        writer = _FindingWriter(registry)
+        pieces = writer.findings("a.test", gateway, findings)
+        written = WrittenFindings([pieces, [], pieces], writer.meta_texts, Counter(), Counter(), None)
+        assert report_text({"findings": written}) == json.dumps(
+            {"findings": rows + rows}, indent=2, ensure_ascii=False) + "\n"
 
 
 def test_a_domain_is_judged_as_with_a_store_of_its_own(server: str) -> None:

@@ -141,6 +141,20 @@ async def test_a_late_reply_after_a_timeout_does_not_disturb_later_queries() -> 
     assert fast.status is DnsStatus.OK and fast.records == ("192.0.2.2",)
 
 
+def test_a_lookup_left_in_flight_by_an_abandoned_run_is_answered_in_the_next() -> None:
+    """A run cut short (here by a time limit) leaves its lookup in flight; the next event loop
+    that asks the same query is answered instead of waiting for a loop that is gone."""
+    with DnsDouble() as double:
+        double.delay("slow.example.test", "A", 0.5, "192.0.2.1")
+        resolver = _resolver(*double.address, MultiplexTransport(), timeout=2.0)
+        query = DnsQuery.of("slow.example.test", "A")
+        with pytest.raises(asyncio.TimeoutError):
+            asyncio.run(asyncio.wait_for(resolver.query(query), 0.1))
+        found = asyncio.run(asyncio.wait_for(resolver.query(query), 5))
+    assert found.status is DnsStatus.OK and found.records == ("192.0.2.1",)
+    assert resolver.sent == 2  # the first try failed with its loop: asked once more
+
+
 def test_a_resolver_works_across_event_loops(knot_factory: KnotFactory) -> None:
     host, port = knot_factory({"loops.test": "a IN A 192.0.2.1\nb IN A 192.0.2.2"}).address
     resolver = _resolver(host, port, MultiplexTransport())

@@ -4,7 +4,9 @@ is recorded as what it was."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import dns.exception
 import pytest
 
 from auditor.dnsmodel import DnsQuery, DnsStatus
@@ -115,37 +117,47 @@ def test_bad_nameserver_option_is_an_input_error(text: str) -> None:
         Nameserver.parse(text)
 
 
-async def test_the_lookup_limit_admits_in_order_and_survives_cancelled_waiters() -> None:
-    from auditor.dnsresolve import _Limit
+class _HeldTransport:
+    """A transport that keeps every query until the test settles it (``submit``'s contract)."""
 
-    limit = _Limit(2)
-    inside: list[int] = []
-    most = 0
-    order: list[int] = []
+    def __init__(self) -> None:
+        self.held: list[tuple[str, Callable[[object, bool], None]]] = []
+        self.most = 0
 
-    async def hold(number: int, gate: asyncio.Event) -> None:
-        nonlocal most
-        await limit.acquire()
-        try:
-            order.append(number)
-            inside.append(number)
-            most = max(most, len(inside))
-            await gate.wait()
-            inside.remove(number)
-        finally:
-            limit.release()
+    def submit(self, labels: tuple[bytes, ...], rdtype: object, host: str, port: int, timeout: float,
+               callback: Callable[[object, bool], None]) -> None:
+        self.held.append((b".".join(labels).decode().rstrip("."), callback))
+        self.most = max(self.most, len(self.held))
 
-    gate = asyncio.Event()
-    tasks = [asyncio.create_task(hold(n, gate)) for n in range(6)]
+    def settle_first(self) -> str:
+        name, callback = self.held.pop(0)
+        callback(dns.exception.Timeout(timeout=0.0), False)
+        return name
+
+    async def exchange(self, *args: object) -> tuple[object, bool]:
+        raise AssertionError("the resolver uses submit")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_lookup_limit_admits_in_order_and_hands_each_freed_place_on() -> None:
+    transport = _HeldTransport()
+    resolver = Resolver([Nameserver("127.0.0.1", 53)], transport=transport,  # type: ignore[arg-type]
+                        concurrency=2, tries=1)
+    names = [f"n{i}.example.test" for i in range(6)]
+    tasks = [asyncio.create_task(resolver.query(DnsQuery.of(n, "A"))) for n in names]
     await asyncio.sleep(0)
-    tasks[3].cancel()  # waiting: gives up its turn
-    await asyncio.sleep(0)
-    gate.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert most == 2
-    assert order == [0, 1, 2, 4, 5]
-    assert isinstance(results[3], asyncio.CancelledError)
-    assert limit.free == 2 and not limit.waiting
+    tasks[3].cancel()  # a caller giving up does not withdraw its lookup (others may share it)
+    order = []
+    while transport.held:
+        assert len(transport.held) <= 2
+        order.append(transport.settle_first())
+    assert transport.most == 2 and order == names
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcomes[3], asyncio.CancelledError)
+    assert [o.status for i, o in enumerate(outcomes) if i != 3] == [DnsStatus.TIMEOUT] * 5  # type: ignore[union-attr]
+    assert resolver.cached(DnsQuery.of(names[3], "A")) is not None and resolver.sent == 6
 
 
 async def test_a_caller_that_gives_up_on_a_shared_lookup_leaves_it_to_the_others() -> None:
@@ -189,7 +201,9 @@ async def test_a_lookup_in_flight_can_be_joined_without_a_coroutine() -> None:
     assert quitter.cancelled()
 
 
-async def test_a_joined_lookup_whose_maker_is_cancelled_is_cancelled_too() -> None:
+async def test_a_lookup_goes_on_for_the_others_when_the_caller_who_made_it_gives_up() -> None:
+    """Nobody owns a lookup: the caller that started it being cancelled leaves the answer to
+    those who joined it or wait for it, and to the run's record."""
     async with DnsDouble() as double:
         double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
         resolver = _resolver(*double.address)
@@ -197,26 +211,14 @@ async def test_a_joined_lookup_whose_maker_is_cancelled_is_cancelled_too() -> No
         first = asyncio.create_task(resolver.query(query))
         await asyncio.sleep(0.05)
         joined = resolver.joined(query)
-        assert joined is not None
-        first.cancel()
-        outcomes = await asyncio.wait_for(asyncio.gather(first, joined, return_exceptions=True), 2)
-    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
-
-
-async def test_when_the_caller_making_a_lookup_is_cancelled_its_waiters_are_told() -> None:
-    """The others waiting on that lookup get the cancellation rather than waiting forever."""
-    async with DnsDouble() as double:
-        double.delay("slow.example.test", "A", 0.3, "192.0.2.1")
-        resolver = _resolver(*double.address)
-        query = DnsQuery.of("slow.example.test", "A")
-        first = asyncio.create_task(resolver.query(query))
-        await asyncio.sleep(0.05)
         waiter = asyncio.create_task(resolver.query(query))
+        assert joined is not None
         await asyncio.sleep(0.05)
         first.cancel()
-        outcomes = await asyncio.wait_for(asyncio.gather(first, waiter, return_exceptions=True), 2)
-    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
-    assert resolver.cached(query) is None
+        outcomes = await asyncio.wait_for(asyncio.gather(first, joined, waiter, return_exceptions=True), 2)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1] is outcomes[2] is resolver.cached(query)
+    assert outcomes[1].records == ("192.0.2.1",) and resolver.sent == 1  # type: ignore[union-attr]
 
 
 def test_a_query_keeps_its_value_semantics_with_its_hash_worked_out_once() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +20,16 @@ from auditor.engine import (
     Status,
     check,
     discover,
+    in_dependency_order,
     run_check,
     run_checks,
+    run_ordered,
 )
-from auditor.evidence import CATALOG, EVIDENCE_KEYS, Collection, EvidenceStore, State
+from auditor.evidence import CATALOG, EVIDENCE_KEYS, SPECS, Collection, EvidenceStore, State, parse_evidence
 from auditor.gateways import builtin_profiles, resolve_gateway
 from auditor.models import Rejected, SourceRef
+
+from ..conftest import mimecast_us_ranges
 
 REGISTRY = discover()
 
@@ -311,3 +316,48 @@ def test_each_evidence_item_is_looked_up_once_per_check_and_gaps_still_qualify_s
         (Status.NOT_EVALUATED, "Get-InboundConnector"),
     ]
     assert "Get-InboundConnector: 1 object(s) unreadable" in findings[0].message
+
+
+def test_a_check_needing_a_gateway_names_the_hints_of_each_audit() -> None:
+    """The not-evaluated finding of a check that needs a gateway is made once per message: an
+    audit with other hints gets its own."""
+    def needs(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.PASS, "x", "fine")
+
+    chk = check(id="TEST-003", title="t", severity=Severity.HIGH, rationale="r",
+                remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                needs_gateway=True)(needs)
+    plain = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK)})
+    hinted = _ok_store(**{
+        "Get-TransportRule": Collection("Get-TransportRule", State.OK),
+        "Get-HostedConnectionFilterPolicy": parse_evidence(
+            SPECS["Get-HostedConnectionFilterPolicy"],
+            json.dumps([{"Name": "Default", "IPAllowList": mimecast_us_ranges()[:1]}]).encode()),
+    })
+    first, again, other = (run_check(chk, _context(s)) for s in (plain, plain, hinted))
+    assert first == again
+    assert [(f.status, f.resource, f.severity) for f in first + other] == [
+        (Status.NOT_EVALUATED, "gateway", Severity.HIGH)] * 2
+    assert "(hints:" not in first[0].message and "(hints: connection filter policy" in other[0].message
+    assert first[0].fingerprint == other[0].fingerprint
+
+
+def test_checks_see_only_their_own_declarations_one_after_the_other() -> None:
+    def reads_connectors(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.PASS, "x", f"{len(ctx.inbound_connectors)} connectors")
+
+    store = _ok_store(**{"Get-TransportRule": Collection("Get-TransportRule", State.OK),
+                         "Get-InboundConnector": Collection("Get-InboundConnector", State.OK)})
+    declared = check(id="TEST-004", title="t", severity=Severity.LOW, rationale="r",
+                     remediation=Remediation("fix"), requires=("Get-TransportRule",),
+                     uses=("Get-InboundConnector",))(reads_connectors)
+    undeclared = _check(reads_connectors, check_id="TEST-005")
+    for _ in range(2):
+        assert [f.status for f in run_check(declared, _context(store))] == [Status.PASS]
+        assert [f.status for f in run_check(undeclared, _context(store))] == [Status.ERROR]
+
+
+def test_checks_put_in_order_once_run_as_run_checks_runs_them() -> None:
+    context = _context()
+    assert run_ordered(in_dependency_order(REGISTRY.checks), context) == run_checks(REGISTRY.checks,
+                                                                                    context)

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from auditor.dnsevidence import DomainDns
+from auditor.dnsmodel import DnsStatus, answer
 from auditor.errors import ProfileError
 from auditor.evidence import SPECS, EvidenceStore, parse_evidence
 from auditor.gateways import (
     PATTERN_FIELDS,
+    GatewayResolver,
     builtin_profiles,
     find_profile,
     load_profile_file,
@@ -216,3 +219,41 @@ def test_shipped_modifies_messages_needs_a_source() -> None:
     data = {"schema_version": 1, "id": "x", "name": "n", "vendor": "v", "modifies_messages": True}
     with pytest.raises(ProfileError, match=r"modifies_messages has no \[sources.modifies_messages\]"):
         parse_profile(data, "builtin:x.toml", strict=True)
+
+
+def _mx_store(domain: str, *hosts: str) -> EvidenceStore:
+    records = [f"{10 * (i + 1)} {host}." for i, host in enumerate(hosts)]
+    dd = DomainDns.build(domain, [answer(domain, "MX", DnsStatus.OK, *records)], f"dns/{domain}.json")
+    return EvidenceStore({}, dns={domain: dd})
+
+
+def test_one_resolver_judges_each_store_by_its_own_mx() -> None:
+    """A resolver reused for many stores (bulk) remembers what each MX host names, never what
+    another store had: each domain gets its own gateway and its own clues."""
+    resolver = GatewayResolver(PROFILES)
+    mimecast = find_profile(PROFILES, "mimecast").name
+    stores = [_mx_store("a.example", "us-smtp-inbound-1.mimecast.com"),
+              _mx_store("b.example", "mx.b.example"),
+              _mx_store("c.example", "c-example.mail.protection.outlook.com"),
+              _mx_store("d.example", "de-smtp-inbound-2.mimecast.com")]
+    for _ in range(2):  # the second time from what the resolver remembered
+        contexts = [resolver.resolve(store) for store in stores]
+        assert [[p.id for p in c.active] for c in contexts] == [["mimecast"], [], [], ["mimecast"]]
+        assert [[c.description for c in context.clues] for context in contexts] == [
+            [f"MX of a.example is us-smtp-inbound-1.mimecast.com, a {mimecast} host"], [], [],
+            [f"MX of d.example is de-smtp-inbound-2.mimecast.com, a {mimecast} host"]]
+        assert [c.evidence.file for c in contexts[3].clues] == ["dns/d.example.json"]
+        assert contexts[0].covers(IpRange.parse(mimecast_us_ranges()[0]))
+        assert not contexts[1].covers(IpRange.parse(mimecast_us_ranges()[0]))
+    for store in stores:
+        reused, alone = resolver.resolve(store), resolve_gateway(store, PROFILES)
+        assert (reused.mode, reused.active, reused.clues) == (alone.mode, alone.active, alone.clues)
+
+
+def test_a_resolver_with_a_user_profile_or_a_forced_name_keeps_them() -> None:
+    store = _mx_store("a.example", "us-smtp-inbound-1.mimecast.com")
+    forced = GatewayResolver(PROFILES).resolve(store, forced="proofpoint-essentials")
+    assert [p.id for p in forced.active] == ["proofpoint-essentials"] and forced.mode == "forced"
+    assert [c.profile_id for c in forced.clues] == ["mimecast"]
+    auto = GatewayResolver(PROFILES).resolve(store, forced="auto")
+    assert [p.id for p in auto.active] == ["mimecast"] and auto.mode == "auto"

@@ -142,3 +142,22 @@ async def test_dns007_warns_when_the_policy_file_is_missing(knot_factory: KnotFa
         dd = await _collect(knot_factory, server)
     status, message = _dns007(dd)
     assert status == "warn" and "HTTP 404" in message
+
+
+@pytest.mark.parametrize(("zone_line", "asked", "detail"), [
+    ("", ["A"], "mta-sts.example.test has no address (nxdomain)"),
+    ("mta-sts 300 IN TXT \"not an address\"", ["A", "AAAA"],
+     "mta-sts.example.test has no address (nodata, nodata)"),
+])
+async def test_a_policy_host_that_does_not_exist_is_not_asked_for_aaaa(
+        knot_factory: KnotFactory, zone_line: str, asked: list[str], detail: str) -> None:
+    """NXDOMAIN for the A lookup says the name has no record of any type (RFC 8020): its AAAA
+    is not asked; a name that exists without an A record still is."""
+    kept = [line for line in ZONE.splitlines() if not line.startswith("mta-sts")]
+    zone = "\n".join([*kept, zone_line, ""])
+    async with HttpsServer(["mta-sts.example.test"]) as server:
+        dd = await _collect(knot_factory, server, zone)
+        assert server.requests == []
+    assert [a.query.rdtype for a in dd.answers if a.query.name == "mta-sts.example.test"] == asked
+    assert dd.mta_sts_policy is not None and dd.mta_sts_policy.status == "error"
+    assert dd.mta_sts_policy.detail == detail

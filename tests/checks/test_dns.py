@@ -439,6 +439,20 @@ def test_dns004_wide_means_a_16_or_wider(network: str, flagged: bool) -> None:
     assert (found.status is Status.FAIL) is flagged, found.message
 
 
+def test_dns004_names_each_wide_range_it_authorises_in_order() -> None:
+    """Which networks of a record are wide and authorised is worked out once per record (shared
+    by every domain including it): each record still gets its own answer."""
+    wide = recorded(spf("v=spf1 ip4:10.0.0.0/8 ip4:192.0.2.0/24 ?ip4:11.0.0.0/8 "
+                        f"ip4:172.16.0.0/12 include:{MIMECAST_INCLUDE} -all"))
+    narrow = recorded(spf(f"v=spf1 ip4:192.0.2.0/24 ?ip4:11.0.0.0/8 include:{MIMECAST_INCLUDE} -all"))
+    for _ in range(2):
+        found = only(run(dns.spf_too_permissive, wide))
+        chain = f"{DOMAIN} -> {DOMAIN}"  # (the walk's chain starts at the domain itself)
+        assert found.message == (f"SPF authorises very wide ranges: 10.0.0.0/8 (in {chain}), "
+                                 f"172.16.0.0/12 (in {chain})")
+        assert only(run(dns.spf_too_permissive, narrow)).status is Status.PASS
+
+
 def test_dns004_microsoft_include_ranges_are_not_flagged() -> None:
     dd = recorded(spf(f"v=spf1 include:{MIMECAST_INCLUDE} include:{OUTLOOK_INCLUDE} -all"))
     found = only(run(dns.spf_too_permissive, dd))

@@ -44,6 +44,25 @@ def messages(tree: SpfTree, severity: str | None = None) -> str:
 # analyse()
 
 
+def test_networks_keep_the_walks_order_and_runs_of_a_shared_include_share_their_terms() -> None:
+    """Networks come in the order the walk meets them (an include's between the terms around
+    it); a record read for two trees gives both the same terms, each with its own chain."""
+    zone = {
+        "a.example": spf("v=spf1 ip4:192.0.2.1 ip4:192.0.2.2 include:shared.example ip6:2001:db8::/32 -all"),
+        "b.example": spf("v=spf1 include:shared.example -all"),
+        "shared.example": spf("v=spf1 ip4:198.51.100.0/24 ?ip4:203.0.113.0/24 ~all"),
+    }
+    first, second = run_analyse(zone, "a.example"), run_analyse(zone, "b.example")
+    assert [(n.network, n.qualifier, n.chain) for n in first.networks] == [
+        ("192.0.2.1/32", "+", ("a.example",)), ("192.0.2.2/32", "+", ("a.example",)),
+        ("198.51.100.0/24", "+", ("a.example", "shared.example")),
+        ("203.0.113.0/24", "?", ("a.example", "shared.example")),
+        ("2001:db8::/32", "+", ("a.example",))]
+    assert [len(run.terms) for run in first.network_runs] == [2, 2, 1]
+    assert first.network_runs[1].terms is second.network_runs[0].terms
+    assert second.network_runs[0].chain == ("b.example", "shared.example")
+
+
 def test_simple_tree_collects_networks_targets_and_all() -> None:
     tree = run_analyse({
         "example.com": {"TXT": [txt_record("v=spf1 ip4:192.0.2.0/24 include:_spf.example.net mx -all")],
