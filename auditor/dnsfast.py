@@ -38,7 +38,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from .dnswire import ReplySummary, decode_reply
+from .dnswire import ReplySummary, decode_reply, name_wire
 
 Reply: TypeAlias = "dns.message.Message | ReplySummary"
 EDNS_PAYLOAD = 1232
@@ -86,10 +86,11 @@ class DnspythonTransport:
         pass
 
 
-def query_wire(query_id: int, labels: tuple[bytes, ...], rdtype: int) -> bytes:
+def query_wire(query_id: int, labels: tuple[bytes, ...], rdtype: int, qname: bytes | None = None) -> bytes:
     """The wire form of ``make_query(name, rdtype)`` with this ID, for the name whose
-    ``Name.labels`` these are (names are sent as given)."""
-    qname = b"".join([bytes((len(label),)) + label for label in labels])
+    ``Name.labels`` these are (names are sent as given; ``qname``: their ``name_wire``, if known)."""
+    if qname is None:
+        qname = name_wire(labels)
     return (_HEADER.pack(query_id, _QUERY_FLAGS, 1, 0, 0, 1) + qname
             + struct.pack("!HH", rdtype, dns.rdataclass.IN) + _OPT)
 
@@ -119,12 +120,13 @@ ReplyCallback: TypeAlias = "Callable[[Reply | BaseException, bool], None]"
 class _Pending:
     """One query sent and not yet settled: whom to tell, and how to read its reply."""
 
-    __slots__ = ("callback", "done", "labels", "query_id", "rdtype", "sock", "timeout")
+    __slots__ = ("callback", "done", "labels", "qname", "query_id", "rdtype", "sock", "timeout")
 
     def __init__(self, callback: ReplyCallback, labels: tuple[bytes, ...],
                  rdtype: dns.rdatatype.RdataType, timeout: float) -> None:
         self.callback = callback
         self.labels = labels
+        self.qname = name_wire(labels)  # (written into the query, and matched in the reply)
         self.rdtype = rdtype
         self.timeout = timeout
         self.sock: _Socket | None = None
@@ -205,7 +207,7 @@ class _Socket:
         if waiting is None or waiting.done:
             return  # late (timed out) or unsolicited
         if self.fast_decode:
-            summary = decode_reply(data, waiting.labels, waiting.rdtype)
+            summary = decode_reply(data, waiting.labels, waiting.rdtype, waiting.qname)
             if summary is not None:  # an answer to the question, read as dnspython would
                 self.transport.settle(waiting, summary)
                 return
@@ -314,7 +316,7 @@ class MultiplexTransport:
             return
         pending.sock, pending.query_id = sock, query_id
         sock.pending[query_id] = pending
-        sock.send(query_wire(query_id, labels, rdtype))
+        sock.send(query_wire(query_id, labels, rdtype, pending.qname))
         self._expire_at(loop, loop.time() + timeout, pending)
 
     async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import dns.rdata
 import dns.rdataclass
@@ -93,22 +93,15 @@ def ascii_name(name: str) -> str:
         return normalise_name(name)
 
 
-@dataclass(frozen=True, slots=True)
-class DnsQuery:
+class DnsQuery(NamedTuple):
+    """A question: a name (lower-case, no final dot, as ``of`` makes it) and a type.
+
+    A named tuple: queries key every table of a run (a hundred lookups per domain in bulk),
+    and a tuple hashes and compares in C, from its strings' cached hashes; it is immutable,
+    pickles by value and reads back in another process."""
+
     name: str
     rdtype: str  # "A", "AAAA", "MX", "TXT", "PTR", "CNAME"
-    # hash((name, rdtype)), worked out once: queries key every table of a run (a hundred
-    # lookups per domain in bulk). Never pickled: string hashes differ between processes.
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.name, self.rdtype)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __reduce__(self) -> tuple[type[DnsQuery], tuple[str, str]]:
-        return DnsQuery, (self.name, self.rdtype)
 
     @classmethod
     def of(cls, name: str, rdtype: str) -> DnsQuery:

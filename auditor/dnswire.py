@@ -231,30 +231,37 @@ def _skip_other(wire: bytes, rtype: int, pos: int, end: int) -> None:
         raise _Fallback
 
 
-def _question(labels: tuple[bytes, ...]) -> tuple[bytes, tuple[bytes, ...]] | None:
+def name_wire(labels: tuple[bytes, ...]) -> bytes:
+    """A name's uncompressed wire form, as a query carries it."""
+    return b"".join([bytes((len(label),)) + label for label in labels])
+
+
+def _question(labels: tuple[bytes, ...], sent: bytes | None) -> tuple[bytes, tuple[bytes, ...]] | None:
     """The question name as a reply repeats it uncompressed (lower-case wire form), and its
-    lower-case labels (no root); None when ``labels`` are not an absolute name's."""
+    lower-case labels (no root); None when ``labels`` are not an absolute name's. ``sent``:
+    ``name_wire(labels)`` when the caller has it already."""
     if not labels or labels[-1] or not all(labels[:-1]) or max(map(len, labels)) > 63:
         return None
-    wire = b"".join([bytes((len(label),)) + label for label in labels])
+    wire = name_wire(labels) if sent is None else sent
     if len(wire) > 255:
         return None
     return wire.lower(), _lower(labels[:-1])
 
 
-def decode_reply(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary | None:
+def decode_reply(wire: bytes, labels: tuple[bytes, ...], rdtype: int,
+                 sent: bytes | None = None) -> ReplySummary | None:
     """``summarize(from_wire(wire))`` for a reply that answers ``(name, rdtype, IN)`` (``labels``:
-    the name's ``Name.labels``), or ``None`` when the reply is outside what this decoder covers
-    (the caller then uses dnspython)."""
+    the name's ``Name.labels``; ``sent``: its ``name_wire``, if known), or ``None`` when the reply
+    is outside what this decoder covers (the caller then uses dnspython)."""
     if rdtype not in FAST_TYPES:
         return None
     try:
-        return _decode(wire, labels, rdtype)
+        return _decode(wire, labels, rdtype, sent)
     except (_Fallback, IndexError, struct.error):
         return None
 
 
-def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary | None:
+def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int, sent: bytes | None) -> ReplySummary | None:
     size = len(wire)
     if size < 12:
         return None
@@ -263,7 +270,7 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
     if (flags & _QR == 0 or flags & _OPCODE_MASK or flags & _TC or qdcount != 1
             or rcode not in _RCODES):
         return None
-    asked = _question(labels)
+    asked = _question(labels, sent)
     if asked is not None and wire[12:12 + len(asked[0])].lower() == asked[0]:
         # The question as sent (in any case): its labels need not be read again.
         qkey = qlabels = asked[1]
@@ -280,34 +287,38 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
     pos += 4
     if qtype != rdtype or qclass != CLASS_IN:
         return None
+    direct = _direct(wire, pos, ancount, rdtype, size) if asked is not None else None
     rrsets: dict[tuple[tuple[bytes, ...], int], _RRset] = {}
-    for _ in range(ancount):
-        if asked is not None and wire[pos:pos + 2] == _POINTER_TO_QUESTION:
-            owner, okey = qlabels, qkey  # (the question's name, read above, ends before here)
-            pos += 2
-        else:
-            owner, pos = _name(wire, pos, size)
-            okey = _lower(owner)
-        rtype, rclass, ttl, rdlen = _RR.unpack_from(wire, pos)
-        pos += 10
-        end = pos + rdlen
-        if end > size or rclass != CLASS_IN or rtype not in FAST_TYPES:
-            return None
-        text, key, target = _rdata(wire, rtype, pos, end)
-        pos = end
-        if ttl > MAX_TTL:
-            ttl = 0  # as dnspython does
-        rkey = (okey, rtype)
-        rrset = rrsets.get(rkey)
-        if rrset is None:
-            rrset = rrsets[rkey] = _RRset(owner, ttl)
-        elif key in rrset.keys or rtype == CNAME:
-            return None  # duplicates and replaced CNAMEs: dnspython's set semantics
-        elif ttl < rrset.ttl:
-            rrset.ttl = ttl
-        rrset.keys.add(key)
-        rrset.texts.append(text)
-        rrset.targets.append(target)
+    if direct is not None:
+        pos = direct[2]
+    else:
+        for _ in range(ancount):
+            if asked is not None and wire[pos:pos + 2] == _POINTER_TO_QUESTION:
+                owner, okey = qlabels, qkey  # (the question's name, read above, ends before here)
+                pos += 2
+            else:
+                owner, pos = _name(wire, pos, size)
+                okey = _lower(owner)
+            rtype, rclass, ttl, rdlen = _RR.unpack_from(wire, pos)
+            pos += 10
+            end = pos + rdlen
+            if end > size or rclass != CLASS_IN or rtype not in FAST_TYPES:
+                return None
+            text, key, target = _rdata(wire, rtype, pos, end)
+            pos = end
+            if ttl > MAX_TTL:
+                ttl = 0  # as dnspython does
+            rkey = (okey, rtype)
+            rrset = rrsets.get(rkey)
+            if rrset is None:
+                rrset = rrsets[rkey] = _RRset(owner, ttl)
+            elif key in rrset.keys or rtype == CNAME:
+                return None  # duplicates and replaced CNAMEs: dnspython's set semantics
+            elif ttl < rrset.ttl:
+                rrset.ttl = ttl
+            rrset.keys.add(key)
+            rrset.texts.append(text)
+            rrset.targets.append(target)
     has_soa = False
     for _ in range(nscount):
         _, pos = _name(wire, pos, size)
@@ -341,7 +352,44 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int) -> ReplySummary
         return None  # trailing bytes: dnspython raises TrailingJunk
     if rcode != _NOERROR:
         return ReplySummary(rcode, has_soa=has_soa)
+    if direct is not None:  # (what _chain finds for such an answer: it, and no alias)
+        canonical = _name_text(qlabels).rstrip(".").lower()
+        if not direct[0]:
+            return ReplySummary(_NOERROR, None, None, (), canonical, has_soa)
+        return ReplySummary(_NOERROR, tuple(direct[0]), direct[1], (), canonical, has_soa)
     return _chain(qlabels, qkey, rdtype, rrsets, has_soa)
+
+
+def _direct(wire: bytes, pos: int, count: int, rdtype: int,
+            size: int) -> tuple[list[str], int | None, int] | None:
+    """Nearly every reply: an answer section (perhaps empty) whose records are all of the type
+    asked and owned by the question's name, compressed to it as servers write it. Read without
+    RRsets or a chain to follow: (texts, TTL, where the section ends); None for any other
+    answer section (then read the general way). Repeated records are not for this path."""
+    texts: list[str] = []
+    keys: list[object] = []
+    ttl: int | None = None
+    for _ in range(count):
+        if wire[pos:pos + 2] != _POINTER_TO_QUESTION:
+            return None
+        rtype, rclass, rttl, rdlen = _RR.unpack_from(wire, pos + 2)
+        pos += 12
+        end = pos + rdlen
+        if rtype != rdtype or rclass != CLASS_IN or end > size:
+            return None
+        text, key, _ = _rdata(wire, rtype, pos, end)
+        if rttl > MAX_TTL:
+            rttl = 0  # as dnspython does
+        if ttl is None:
+            ttl = rttl
+        elif key in keys or rtype == CNAME:
+            return None  # a set dnspython would merge, or a CNAME it would replace
+        elif rttl < ttl:
+            ttl = rttl
+        keys.append(key)
+        texts.append(text)
+        pos = end
+    return texts, ttl, pos
 
 
 def _chain(qlabels: tuple[bytes, ...], qkey: tuple[bytes, ...], rdtype: int,
