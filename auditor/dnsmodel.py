@@ -87,10 +87,13 @@ def normalise_name(name: str) -> str:
 
 def ascii_name(name: str) -> str:
     """The A-label (``xn--``) form SPF evaluation needs (RFC 7208 4.3); unchanged if not IDNA."""
+    normal = normalise_name(name)
+    if normal.isascii():
+        return normal  # (what the idna codec gives an ASCII name, or fails on: no work to do)
     try:
-        return normalise_name(name).encode("idna").decode("ascii")
+        return normal.encode("idna").decode("ascii")
     except UnicodeError:
-        return normalise_name(name)
+        return normal
 
 
 class DnsQuery(NamedTuple):

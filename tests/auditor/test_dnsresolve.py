@@ -257,3 +257,17 @@ def test_answer_times_are_written_as_datetime_writes_them() -> None:
     for ns in [*instants, *(ns - ns % 10**9 for ns in instants)]:
         expected = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
         assert iso_time(ns) == expected, ns
+
+
+@pytest.mark.parametrize("name", ["Example.COM.", "a..b", "x" * 70 + ".com", "", ".", "bücher.de",
+                                  "_dmarc.example", "xn--bcher-kva.de", "ÄÖ.example", "café.x" * 50,
+                                  " Tab.com\t"])
+def test_ascii_name_is_what_the_idna_codec_gives(name: str) -> None:
+    """ASCII names skip the (slow, pure-Python) codec: the same result, failures included."""
+    from auditor.dnsmodel import ascii_name, normalise_name
+
+    try:
+        expected = normalise_name(name).encode("idna").decode("ascii")
+    except UnicodeError:
+        expected = normalise_name(name)
+    assert ascii_name(name) == expected
