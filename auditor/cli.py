@@ -347,14 +347,17 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
     if bar is not None:
         click.echo("", err=True)
     data = bulk_json(found, results, rejected, [str(s) for s in servers], datetime.now(UTC))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for fmt in chosen:
-            target = out / f"domains.{fmt}"
-            write_bulk(data, fmt, target)
-            click.echo(f"wrote {target}", err=True)
-    elif formats and len(chosen) == 1:
-        click.echo(render_bulk(data, chosen[0]), nl=False)
+    try:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for fmt in chosen:
+                target = out / f"domains.{fmt}"
+                write_bulk(data, fmt, target)
+                click.echo(f"wrote {target}", err=True)
+        elif formats and len(chosen) == 1:
+            click.echo(render_bulk(data, chosen[0]), nl=False)
+    finally:
+        results.close()  # (the findings' text the workers wrote, in temporary files)
     summary = data["summary"]
     status = ", ".join(f"{v} {k}" for k, v in summary["by_status"].items() if v)
     click.echo(f"{summary['domains']} domains, {sent} DNS queries: {status}", err=True)

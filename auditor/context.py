@@ -6,11 +6,11 @@ snapshot audited today gives the same result it gave the day it was taken.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import models
 from .dnsevidence import DNS_KEY, DomainDns
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .engine import Finding
 
 M = TypeVar("M", bound=ExoObject)
+T = TypeVar("T")
+_NOT_DERIVED = object()  # (a derived value may be None)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class AuditContext:
     gateway: GatewayContext
     as_of: datetime
     settings: AuditSettings = field(default_factory=AuditSettings)
+    # Values derived from this (immutable) evidence, shared by the checks that ask (``per_audit``).
+    _derived: dict[tuple[Callable[..., Any], tuple[Any, ...]], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
 
 @lru_cache(maxsize=1 << 10)  # a view per check per domain, from a few declarations
@@ -60,6 +65,20 @@ class CheckContext:
         self._findings = findings
         self._sources = _key_set(tuple(derives_from))
         self._ran = ran
+
+    @classmethod
+    def of_sets(cls, audit: AuditContext, allowed: frozenset[str], sources: frozenset[str], *,
+                findings: tuple[Finding, ...] = (), ran: frozenset[str] = frozenset()) -> CheckContext:
+        """The view of a check whose declarations are already made into sets: ``allowed``, the
+        evidence it requires or uses, ``sources``, what it derives from (the engine makes them
+        once per check for all the audits of a run, not once per audit)."""
+        view = cls.__new__(cls)
+        view._audit = audit
+        view._allowed = allowed
+        view._findings = findings
+        view._sources = sources
+        view._ran = ran
+        return view
 
     def findings(self, check_id: str) -> tuple[Finding, ...]:
         """A verdict check's view of the findings of a check it derives from."""
@@ -93,6 +112,20 @@ class CheckContext:
         if key not in self._allowed:
             raise UndeclaredEvidenceError(f"the check asked for {key} without declaring it")
         return self._audit.evidence.get(key).state.usable
+
+    def per_audit(self, compute: Callable[..., T], *args: Hashable, reads: Iterable[str]) -> T:
+        """``compute(self, *args)``, worked out by the first check of the audit that asks and
+        shared with the others: for what several checks derive alike from the evidence (the
+        domains the DNS checks judge). ``reads``, the evidence ``compute`` reads, must be
+        declared by every check that asks, as if it read them itself."""
+        for key in reads:
+            if key not in self._allowed:
+                raise UndeclaredEvidenceError(f"the check asked for {key} without declaring it")
+        derived = self._audit._derived
+        found = derived.get((compute, args), _NOT_DERIVED)
+        if found is _NOT_DERIVED:
+            found = derived[(compute, args)] = compute(self, *args)
+        return found  # type: ignore[no-any-return]  # (not cast: a call, 25,000 times a run)
 
     @property
     def gateway(self) -> GatewayContext:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
 from .errors import EvidenceError
+from .frozen import built_directly
 from .models import EvidenceRef
 
 T = TypeVar("T")
@@ -25,6 +26,7 @@ DNS_KEY = "dns"
 # DomainDns.derived() key of (SpfTree, every lookup recorded) for the domain's own SPF tree.
 SPF_TREE = "spf-tree"
 SCHEMA_VERSION = 1
+_new_ref = built_directly(EvidenceRef)  # several per domain and check in bulk
 _SAFE_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}$")
 
 
@@ -105,17 +107,19 @@ class DomainDns:
         return self.answers[index]
 
     def get(self, name: str, rdtype: str) -> DnsAnswer:
-        return self.lookup(DnsQuery.of(name, rdtype))
+        query = DnsQuery.of(name, rdtype)
+        index = self._index.get(query)  # (``lookup``, inlined: checks ask for many addresses)
+        if index is None:
+            return DnsAnswer(query, DnsStatus.ERROR, detail=NOT_RECORDED)
+        return self.answers[index]
 
     def ref(self, query: DnsQuery, note: str | None = None) -> EvidenceRef:
         index = self._index.get(query)
         if index is None:
-            return EvidenceRef(self.file, "", None, f"{query.name} {query.rdtype}",
-                               note or "not recorded")
+            return _new_ref(self.file, "", None, f"{query.name} {query.rdtype}", note or "not recorded")
         found = self.answers[index]
         observed: Any = list(found.records) if found.status is DnsStatus.OK else found.status.value
-        return EvidenceRef(self.file, f"/answers/{index}", observed,
-                           f"{query.name} {query.rdtype}", note)
+        return _new_ref(self.file, f"/answers/{index}", observed, f"{query.name} {query.rdtype}", note)
 
     def to_bytes(self) -> bytes:
         body = {

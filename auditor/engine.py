@@ -20,7 +20,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckDefinitionError, UndeclaredEvidenceError
-from .evidence import EVIDENCE_KEYS, Collection, State, evidence_path
+from .evidence import EVIDENCE_KEYS, Collection, EvidenceStore, State, evidence_path
+from .frozen import built_directly
 from .models import EvidenceRef
 
 if TYPE_CHECKING:
@@ -142,11 +143,13 @@ class Result:
     verdict: str = ""  # a verdict check's one-phrase outcome (e.g. "bypassable")
 
 
+_new_result = built_directly(Result)  # (several results a domain in bulk)
+
+
 def result(status: Status, resource: str, message: str, *evidence: EvidenceRef,
            severity: Severity | None = None, key: str = "", summary: bool = False,
            fix: str = "", related: tuple[str, ...] = (), verdict: str = "") -> Result:
-    return Result(status, resource, message, tuple(evidence), severity, key, summary, fix, related,
-                  verdict)
+    return _new_result(status, resource, message, evidence, severity, key, summary, fix, related, verdict)
 
 
 _PS_QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -312,11 +315,14 @@ def fingerprint(check_id: str, resource: str, key: str) -> str:
     return hashlib.sha256(f"{check_id}\x1f{resource}\x1f{key}".encode()).digest()[:10].hex()
 
 
+_new_finding = built_directly(Finding)
+
+
 def _finding(meta: CheckMeta, res: Result) -> Finding:
     # Positional, in the order of Finding's fields: cheaper than by keyword, six times a domain.
-    return Finding(meta.id, meta.title, res.severity or meta.severity, res.status, res.resource,
-                   res.message, res.evidence, fingerprint(meta.id, res.resource, res.key), res.fix,
-                   res.related, res.verdict)
+    return _new_finding(meta.id, meta.title, res.severity or meta.severity, res.status, res.resource,
+                        res.message, res.evidence, fingerprint(meta.id, res.resource, res.key), res.fix,
+                        res.related, res.verdict)
 
 
 @lru_cache(maxsize=1 << 8)
@@ -361,12 +367,12 @@ def _qualify_summaries(results: list[Result], read: list[tuple[str, Collection[A
     ]
 
 
-def _read_collections(meta: CheckMeta, ctx: AuditContext,
+def _read_collections(meta: CheckMeta, evidence: EvidenceStore,
                       required: list[tuple[str, Collection[Any]]]) -> list[tuple[str, Collection[Any]]]:
     """The evidence a check read: what it requires, and the optional evidence that was usable."""
     read = list(required)
     for key in meta.uses:
-        if key != "dns" and (collection := ctx.evidence.get(key)).state.usable:
+        if key != "dns" and (collection := evidence.get(key)).state.usable:
             read.append((key, collection))
     return read
 
@@ -405,28 +411,63 @@ def _check_context() -> type[CheckContext]:
     return CheckContext
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedCheck:
+    """A check, with what its declared evidence says in a store worked out before it runs."""
+
+    check: Check
+    blocked: tuple[Finding, ...]  # its findings when required evidence is unusable (it does not run)
+    read: tuple[tuple[str, Collection[Any]], ...]  # what it reads: required, and usable optional items
+    incomplete: bool  # something it reads has unreadable objects or is partial
+    allowed: frozenset[str]  # the evidence it declared (requires and uses)
+    sources: frozenset[str]  # the checks it derives from
+
+
+def plan_check(chk: Check, evidence: EvidenceStore) -> PlannedCheck:
+    """What ``chk``'s declared evidence says in ``evidence``: each item's collection is looked up
+    once."""
+    meta = chk.meta
+    required = [(key, evidence.get(key)) for key in meta.requires]
+    blocked = tuple(_finding(meta, r) for r in _unusable_evidence(required))
+    read = _read_collections(meta, evidence, required) if not blocked else required
+    return PlannedCheck(chk, blocked, tuple(read),
+                        any(c.rejected or c.state is State.PARTIAL for _, c in read),
+                        frozenset(meta.requires + meta.uses), frozenset(meta.derives_from))
+
+
+def plan_checks(ordered: Iterable[Check], evidence: EvidenceStore) -> tuple[PlannedCheck, ...]:
+    """``plan_check`` of each check, in order. One plan serves every audit whose store answers
+    ``get`` as ``evidence`` does, key for key (a bulk audit's stores, which differ only in the
+    DNS answers of their domain): the states are then worked out once, not once per audit."""
+    return tuple(plan_check(chk, evidence) for chk in ordered)
+
+
 def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
               earlier: tuple[Finding, ...] = (), ran: frozenset[str] = frozenset()) -> list[Finding]:
     """Run one check in isolation and return its findings (never raises unless ``debug``).
 
     A verdict check (``derives_from``) also sees the ``earlier`` findings of the checks it names
     and which checks ``ran``. Each evidence item's collection is looked up once."""
+    return run_planned(plan_check(chk, ctx.evidence), ctx, debug=debug, earlier=earlier, ran=ran)
+
+
+def run_planned(planned: PlannedCheck, ctx: AuditContext, *, debug: bool = False,
+                earlier: tuple[Finding, ...] = (), ran: frozenset[str] = frozenset()) -> list[Finding]:
+    """``run_check`` of a check planned for ``ctx.evidence`` (or a store that answers alike)."""
+    if planned.blocked:
+        return list(planned.blocked)
+    chk = planned.check
     meta = chk.meta
-    required = [(key, ctx.evidence.get(key)) for key in meta.requires]
-    blocked = _unusable_evidence(required)
-    if blocked:
-        return [_finding(meta, r) for r in blocked]
     if meta.needs_gateway and not ctx.gateway.detected:
-        hints = "; ".join(c.description for c in ctx.gateway.hints()[:3])
+        hints = "; ".join(c.description for c in ctx.gateway.hints()[:3]) if ctx.gateway.clues else ""
         message = ("not evaluated: no third-party gateway was detected from connectors or smart "
                    "hosts; name it with --gateway NAME or --gateway-file FILE")
         if hints:
             message += f" (hints: {hints})"
         return [_gateway_unknown(meta.id, meta.title, meta.severity, message)]
-    view = _check_context()(ctx, meta.requires, meta.uses,
-                            findings=tuple(f for f in earlier if f.check_id in meta.derives_from)
-                            if earlier else (),
-                            derives_from=meta.derives_from, ran=ran)
+    view = _check_context().of_sets(ctx, planned.allowed, planned.sources,
+                                    findings=tuple(f for f in earlier if f.check_id in meta.derives_from)
+                                    if earlier else (), ran=ran)
     try:
         results = list(chk.func(view))
         if not results:
@@ -442,8 +483,8 @@ def run_check(chk: Check, ctx: AuditContext, *, debug: bool = False,
         results = [Result(Status.ERROR, meta.id,
                           f"error: the check crashed: {type(exc).__name__}: {exc}{detail}",
                           key="crash")]
-    read = _read_collections(meta, ctx, required)
-    if any(c.rejected or c.state is State.PARTIAL for _, c in read):  # else both change nothing
+    if planned.incomplete:  # else neither changes anything
+        read = list(planned.read)
         results = _qualify_summaries(results, read) + _coverage_gaps(read)
     return [_finding(meta, r) for r in results]
 
@@ -472,15 +513,19 @@ def run_checks(checks: Iterable[Check], ctx: AuditContext, *, debug: bool = Fals
     return run_ordered(in_dependency_order(checks), ctx, debug=debug)
 
 
-def run_ordered(ordered: Iterable[Check], ctx: AuditContext, *, debug: bool = False) -> list[Finding]:
-    """``run_checks`` for checks already ``in_dependency_order`` (put so once for many audits)."""
+def run_ordered(ordered: Iterable[Check], ctx: AuditContext, *, debug: bool = False,
+                plan: tuple[PlannedCheck, ...] | None = None) -> list[Finding]:
+    """``run_checks`` for checks already ``in_dependency_order`` (put so once for many audits).
+    ``plan``: ``plan_checks(ordered, ...)`` made once for many audits whose stores answer alike
+    (else it is made from ``ctx.evidence``)."""
     findings: list[Finding] = []
     ran: set[str] = set()
-    for chk in ordered:
-        if chk.meta.derives_from:
-            findings.extend(run_check(chk, ctx, debug=debug, earlier=tuple(findings),
-                                      ran=frozenset(ran)))
+    for planned in plan if plan is not None else plan_checks(ordered, ctx.evidence):
+        meta = planned.check.meta
+        if meta.derives_from:
+            findings.extend(run_planned(planned, ctx, debug=debug, earlier=tuple(findings),
+                                        ran=frozenset(ran)))
         else:
-            findings.extend(run_check(chk, ctx, debug=debug))
-        ran.add(chk.id)
+            findings.extend(run_planned(planned, ctx, debug=debug))
+        ran.add(meta.id)
     return findings

@@ -172,8 +172,11 @@ def _ours_in_process(names: list[str], address: tuple[str, int]) -> tuple[list[D
                            resolvers=[f"{address[0]}:{address[1]}"])
     phases["checks"] = time.perf_counter() - mark
     mark = time.perf_counter()  # the JSON report's text, as the CLI's workers and parent write it
-    domains, findings, _ = merge_parts(wanted, [written_part(report, resolver.sent, with_findings=False)])
-    report_text(bulk_json(domains, findings, rejected, report.resolvers, report.generated_at))
+    with tempfile.TemporaryFile() as text_file:
+        part = written_part(report, resolver.sent, text_file, with_findings=False)
+        text_file.flush()
+        domains, findings, _ = merge_parts(wanted, [part], [text_file])
+        report_text(bulk_json(domains, findings, rejected, report.resolvers, report.generated_at))
     phases["report"] = time.perf_counter() - mark
     phases["queries"] = resolver.sent
     return recorded, phases

@@ -43,22 +43,36 @@ RFC8461 = Reference("RFC 8461: SMTP MTA Strict Transport Security (MTA-STS)",
 RFC8460 = Reference("RFC 8460: SMTP TLS Reporting", "https://www.rfc-editor.org/rfc/rfc8460")
 
 
-def _domains(ctx: CheckContext, *, include_outbound_only: bool = False,
-             ) -> Iterator[tuple[str, DomainDns | None]]:
+DomainList = tuple[tuple[str, DomainDns | None], ...]  # each domain to judge, with its answers
+
+
+def _domains(ctx: CheckContext, *, include_outbound_only: bool = False) -> DomainList:
     """Each domain to judge: accepted domains (when known) that receive mail (or, for sender
     checks, that send it), and any other domain with recorded DNS. Initial
-    ``*.onmicrosoft.com`` domains are Microsoft's to route and sign."""
-    names: dict[str, None] = {}
-    if ctx.available("Get-AcceptedDomain"):
-        for accepted in ctx.accepted_domains:
-            name = (accepted.DomainName or "").lower().rstrip(".")
-            if name and not name.startswith("*") and (include_outbound_only or not accepted.OutboundOnly):
+    ``*.onmicrosoft.com`` domains are Microsoft's to route and sign. (The same for every check
+    of an audit: listed once.)"""
+    receiving, sending = ctx.per_audit(_domain_lists, reads=("Get-AcceptedDomain", DNS_KEY))
+    return sending if include_outbound_only else receiving
+
+
+def _domain_lists(ctx: CheckContext) -> tuple[DomainList, DomainList]:
+    """``_domains`` without and with outbound-only domains (one list when no domain is known
+    to be outbound-only)."""
+    accepted = ctx.accepted_domains if ctx.available("Get-AcceptedDomain") else ()
+    recorded = ctx.recorded_domains()
+
+    def listed(include_outbound_only: bool) -> DomainList:
+        names: dict[str, None] = {}
+        for domain in accepted:
+            name = (domain.DomainName or "").lower().rstrip(".")
+            if name and not name.startswith("*") and (include_outbound_only or not domain.OutboundOnly):
                 names[name] = None
-    for name in ctx.recorded_domains():
-        names[name] = None
-    for name in names:
-        if not name.endswith(".onmicrosoft.com"):
-            yield name, ctx.dns(name)
+        for name in recorded:
+            names[name] = None
+        return tuple((name, ctx.dns(name)) for name in names if not name.endswith(".onmicrosoft.com"))
+
+    receiving = listed(False)
+    return receiving, listed(True) if any(d.OutboundOnly for d in accepted) else receiving
 
 
 def _not_recorded(name: str, check_id: str) -> Result:
@@ -231,8 +245,11 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
             continue
         dead, unknown = [], []
         for _, host in mx.mx():
-            a, aaaa = dd.get(host, "A"), dd.get(host, "AAAA")
-            if a.status is DnsStatus.OK or aaaa.status is DnsStatus.OK:
+            a = dd.get(host, "A")
+            if a.status is DnsStatus.OK:
+                continue
+            aaaa = dd.get(host, "AAAA")
+            if aaaa.status is DnsStatus.OK:
                 continue
             if a.status.temporary or aaaa.status.temporary:
                 unknown.append(host)

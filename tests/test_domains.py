@@ -7,6 +7,7 @@ import csv
 import importlib
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,26 +227,67 @@ def test_the_spf_tree_kept_from_collection_is_the_one_the_checks_would_read(serv
         assert kept == _evaluate_spf_tree(domain), domain.domain
 
 
-def _part(names: list[str], sent: int) -> Any:
+def _part(names: list[str], sent: int, lengths: list[int] | None = None) -> Any:
     from collections import Counter
 
     from auditor.bulk import Part
 
-    return Part([{"domain": n, "gateway": [], "worst": None} for n in names], [[] for _ in names], {},
-                Counter(), Counter(), sent)
+    return Part([{"domain": n, "gateway": [], "worst": None} for n in names],
+                lengths or [0 for _ in names], Counter(), Counter(), sent)
 
 
-def test_a_domain_no_worker_returned_fails_the_run_instead_of_shrinking_the_report() -> None:
+def test_a_domain_no_worker_returned_fails_the_run_instead_of_shrinking_the_report(tmp_path: Path) -> None:
     from auditor.bulk import merge_parts
     from auditor.errors import BulkIncompleteError
 
+    def empty(count: int) -> list[Any]:
+        return [(tmp_path / f"{i}.txt").open("w+b") for i in range(count)]
+
     part_a, part_b = _part(["b.example"], 3), _part(["a.example"], 2)
-    domains, _, sent = merge_parts(["a.example", "b.example"], [part_a, part_b])
+    files = empty(2)
+    domains, _, sent = merge_parts(["a.example", "b.example"], [part_a, part_b], files)
     assert [d["domain"] for d in domains] == ["a.example", "b.example"] and sent == 5
+    assert all(text_file.closed for text_file in files)  # (no text in them: not kept open)
     with pytest.raises(BulkIncompleteError, match="1 of 3 domains came back from no worker"):
-        merge_parts(["a.example", "b.example", "c.example"], [part_a, part_b])
+        merge_parts(["a.example", "b.example", "c.example"], [part_a, part_b], empty(2))
     with pytest.raises(BulkIncompleteError, match="0 of 2 domains came back from no worker"):
-        merge_parts(["a.example", "b.example"], [part_a, part_b, _part(["a.example"], 1)])
+        merge_parts(["a.example", "b.example"], [part_a, part_b, _part(["a.example"], 1)], empty(3))
+
+
+def test_a_worker_that_wrote_less_text_than_it_said_fails_the_run(tmp_path: Path) -> None:
+    """A worker's text file shorter (or longer) than the lengths it sent: no report is written
+    from it, and a file cut after the lengths were checked is not copied short either."""
+    from auditor.bulk import bulk_json, merge_parts
+    from auditor.errors import BulkIncompleteError
+
+    render = importlib.import_module("reports.render")
+    with (tmp_path / "a.txt").open("w+b") as text_a, (tmp_path / "b.txt").open("w+b") as text_b:
+        text_a.write(b'"a",\n    ')
+        text_b.write(b'"b",\n    ')
+        text_a.flush()
+        text_b.flush()
+        with pytest.raises(BulkIncompleteError, match="wrote 9 bytes of findings where it said 11"):
+            merge_parts(["a.example", "b.example"], [_part(["a.example"], 1, [11]), _part(["b.example"], 1)],
+                        [text_a, text_b])
+        domains, findings, _ = merge_parts(["a.example", "b.example"],
+                                           [_part(["a.example"], 1, [9]), _part(["b.example"], 1, [9])],
+                                           [text_a, text_b])
+        data = bulk_json(domains, findings, [], [], datetime(2026, 1, 1, tzinfo=UTC))
+        render.write_bulk(data, "json", tmp_path / "domains.json")
+        assert json.loads((tmp_path / "domains.json").read_text(encoding="utf-8"))["findings"] == ["a", "b"]
+        text_b.truncate(2)
+        with pytest.raises(BulkIncompleteError, match="shorter than it said"):
+            render.write_bulk(data, "json", tmp_path / "domains.json")
+
+
+def test_the_shares_are_blocks_of_neighbours_dealt_in_turn() -> None:
+    from auditor.bulk import deal
+
+    names = [f"d{i}.example" for i in range(10)]
+    assert deal(names, 2) == [names[0:1] + names[2:3] + names[5:6] + names[7:8],
+                              names[1:2] + names[3:5] + names[6:7] + names[8:10]]
+    assert deal(names[:3], 2) == [[names[0], names[2]], [names[1]]]
+    assert sorted(n for share in deal(names, 3) for n in share) == names and deal(names[:1], 1) == [names[:1]]
 
 
 @pytest.mark.parametrize("with_findings", [True, False])
@@ -265,8 +307,12 @@ def test_the_workers_parts_make_the_report_one_process_would_write(
     recorded = {d.domain: d for d in _collected(server, names)}
     registry, profiles = discover(), builtin_profiles()
     shares = [audit_domains([recorded[n] for n in names[i::3]], registry, profiles) for i in range(3)]
-    parts = [written_part(share, i, with_findings=with_findings) for i, share in enumerate(shares)]
-    domains, findings, sent = merge_parts(names, parts)
+    text_files = [(tmp_path / f"{i}.txt").open("w+b") for i in range(3)]
+    parts = [written_part(share, i, text_file, with_findings=with_findings)
+             for i, (share, text_file) in enumerate(zip(shares, text_files, strict=True))]
+    for text_file in text_files:
+        text_file.flush()
+    domains, findings, sent = merge_parts(names, parts, text_files)
     when = datetime(2026, 1, 1, tzinfo=UTC)
     written = bulk_json(domains, findings, [("x y", "not a valid domain name")], ["192.0.2.53:53"], when)
     whole = audit_domains([recorded[n] for n in names], registry, profiles).to_json()
@@ -274,18 +320,25 @@ def test_the_workers_parts_make_the_report_one_process_would_write(
                       ["192.0.2.53:53"], when)
     assert sent == 3 and len(whole["findings"]) > 100
     assert report_text(written) == json.dumps(plain, indent=2, ensure_ascii=False) + "\n"
-    monkeypatch.setattr(render, "_PIECES_PER_WRITE", 7)  # the file written a few pieces at a time
     render.write_bulk(written, "json", tmp_path / "domains.json")
     assert (tmp_path / "domains.json").read_text(encoding="utf-8") == report_text(written)
+    monkeypatch.delattr("os.copy_file_range", raising=False)  # where the kernel cannot copy
+    render.write_bulk(written, "json", tmp_path / "copied.json")
+    assert (tmp_path / "copied.json").read_bytes() == (tmp_path / "domains.json").read_bytes()
+    monkeypatch.setattr("os.linesep", "\r\n")  # where text files translate newlines: one as text
+    render.write_bulk(written, "json", tmp_path / "as_text.json")
+    assert (tmp_path / "as_text.json").read_bytes() == (tmp_path / "domains.json").read_bytes()
     assert written["summary"] == plain["summary"] and domains == plain["domains"]
     if with_findings:
         assert list(written["findings"]) == plain["findings"]
     else:
         with pytest.raises(ValueError, match="JSON text only"):
             list(written["findings"])
+    findings.close()
+    assert all(text_file.closed for text_file in text_files)
 
 
-def test_a_finding_is_written_as_json_writes_its_dict_whatever_its_values() -> None:
+def test_a_finding_is_written_as_json_writes_its_dict_whatever_its_values(tmp_path: Path) -> None:
     """The findings' texts are written from the findings, without their dicts: what json.dumps
     writes for the dict, for unusual values too (written by json itself then)."""
     from collections import Counter
@@ -319,11 +372,45 @@ def test_a_finding_is_written_as_json_writes_its_dict_whatever_its_values() -> N
     for gateway in ([], ["mimecast", "proofpoint"]):
         rows = [{"domain": "a.test", "gateway": gateway, **finding_json(f, meta.get(f.check_id))}
                 for f in findings]
-        writer = _FindingWriter(registry)
-        pieces = writer.findings("a.test", gateway, findings)
-        written = WrittenFindings([pieces, [], pieces], writer.meta_texts, Counter(), Counter(), None)
+        text = _FindingWriter(registry).findings("a.test", gateway, findings).encode()
+        with (tmp_path / "findings.txt").open("w+b") as text_file:
+            text_file.write(text + text)
+            text_file.flush()
+            written = WrittenFindings([(text_file, 0, len(text) * 2)], Counter(), Counter(), None)
+            assert report_text({"findings": written}) == json.dumps(
+                {"findings": rows + rows}, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_findings_alike_but_for_a_field_or_two_are_each_written_with_their_own(tmp_path: Path) -> None:
+    """The writer keeps the text of fields findings share (check, title, severity and status;
+    an evidence item's pointer and property): findings differing in any of them only are each
+    written with theirs."""
+    from collections import Counter
+
+    from auditor.audit import finding_json
+    from auditor.bulk import WrittenFindings, _FindingWriter, report_text
+    from auditor.engine import Finding, Status, discover
+    from auditor.models import EvidenceRef
+
+    registry = discover()
+    check = registry.checks[0]
+    refs = [EvidenceRef("dns/a.json", pointer, "observed", prop)
+            for pointer, prop in (("/answers/0", "MX"), ("/answers/0", "TXT"), ("/answers/1", "MX"))]
+    findings = [Finding(check.id, title, severity, status, "r", "m", tuple(refs[i:i + 2]), f"f{i}")
+                for i, (title, severity, status) in enumerate([
+                    ("a title", Severity.HIGH, Status.FAIL), ("a title", Severity.LOW, Status.FAIL),
+                    ("a title", Severity.HIGH, Status.WARN), ("another title", Severity.HIGH, Status.FAIL),
+                    ("a title", Severity.HIGH, Status.FAIL)])]
+    findings.append(Finding("ZZZ-999", "a title", Severity.HIGH, Status.FAIL, "r", "m", (), "f5"))
+    meta = {c.id: c.meta for c in registry.checks}
+    rows = [{"domain": "a.test", "gateway": [], **finding_json(f, meta.get(f.check_id))} for f in findings]
+    text = _FindingWriter(registry).findings("a.test", [], findings).encode()
+    with (tmp_path / "findings.txt").open("w+b") as text_file:
+        text_file.write(text)
+        text_file.flush()
+        written = WrittenFindings([(text_file, 0, len(text))], Counter(), Counter(), None)
         assert report_text({"findings": written}) == json.dumps(
-            {"findings": rows + rows}, indent=2, ensure_ascii=False) + "\n"
+            {"findings": rows}, indent=2, ensure_ascii=False) + "\n"
 
 
 def test_a_domain_is_judged_as_with_a_store_of_its_own(server: str) -> None:

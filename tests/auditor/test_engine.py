@@ -21,10 +21,12 @@ from auditor.engine import (
     check,
     discover,
     in_dependency_order,
+    plan_checks,
     run_check,
     run_checks,
     run_ordered,
 )
+from auditor.errors import UndeclaredEvidenceError
 from auditor.evidence import CATALOG, EVIDENCE_KEYS, SPECS, Collection, EvidenceStore, State, parse_evidence
 from auditor.gateways import builtin_profiles, resolve_gateway
 from auditor.models import Rejected, SourceRef
@@ -361,3 +363,42 @@ def test_checks_put_in_order_once_run_as_run_checks_runs_them() -> None:
     context = _context()
     assert run_ordered(in_dependency_order(REGISTRY.checks), context) == run_checks(REGISTRY.checks,
                                                                                     context)
+
+
+def test_one_plan_serves_audits_whose_stores_answer_alike() -> None:
+    """A plan works out what each check's evidence says once: a check whose evidence is missing
+    gets the same findings in every audit it serves, and the others run on each audit's own
+    evidence, as without a plan."""
+    def count_rules(ctx: CheckContext) -> Iterator[Result]:
+        yield Result(Status.PASS, "rules", f"{len(ctx.transport_rules)} rules")
+
+    counting = _check(count_rules)
+    blocked = _check(count_rules, requires=("Get-InboundConnector",), check_id="TEST-002")
+    stores = [_ok_store(**{"Get-TransportRule": parse_evidence(
+        SPECS["Get-TransportRule"], json.dumps([{"Name": f"r{i}"} for i in range(n)]).encode())})
+        for n in (1, 2)]
+    plan = plan_checks([counting, blocked], stores[0])
+    runs = [run_ordered([counting, blocked], _context(s), plan=plan) for s in stores]
+    assert [[f.message for f in found] for found in runs] == [
+        ["1 rules", "not evaluated: Get-InboundConnector is missing: Get-InboundConnector was not collected"],
+        ["2 rules", "not evaluated: Get-InboundConnector is missing: Get-InboundConnector was not collected"]]
+    assert runs[0][1] is runs[1][1]
+    assert runs == [run_ordered([counting, blocked], _context(s)) for s in stores]
+
+
+def test_a_value_shared_per_audit_is_worked_out_once_per_audit_and_checks_declarations() -> None:
+    calls: list[int] = []
+
+    def rule_count(ctx: CheckContext, plus: int) -> int:
+        calls.append(plus)
+        return len(ctx.transport_rules) + plus
+
+    store = _ok_store(**{"Get-TransportRule": parse_evidence(
+        SPECS["Get-TransportRule"], json.dumps([{"Name": "r"}]).encode())})
+    audit, other = _context(store), _context(store)
+    views = [CheckContext(a, ("Get-TransportRule",)) for a in (audit, audit, other)]
+    counted = [v.per_audit(rule_count, 0, reads=("Get-TransportRule",)) for v in views]
+    assert counted == [1, 1, 1] and calls == [0, 0]  # once per audit
+    assert views[0].per_audit(rule_count, 5, reads=("Get-TransportRule",)) == 6  # other arguments
+    with pytest.raises(UndeclaredEvidenceError):
+        CheckContext(audit, ("Get-InboundConnector",)).per_audit(rule_count, 0, reads=("Get-TransportRule",))

@@ -709,3 +709,21 @@ def test_dns007_failed_lookup_is_not_evaluated() -> None:
     found = only(run(dns.mta_sts, dd))
     assert (found.status, found.resource) == (Status.NOT_EVALUATED, RESOURCE), found.message
     assert "timeout" in found.message
+
+
+def test_the_domain_lists_shared_by_an_audit_s_checks_keep_outbound_only_domains_apart() -> None:
+    """The checks of one audit share the domains they judge (listed once per audit): receiving
+    checks still skip an outbound-only domain that sender checks judge, and another audit gets
+    its own lists."""
+    sender = "send.contoso.example"
+    domains = [*accepted(DOMAIN), {**accepted(sender)[0], "Default": False, "OutboundOnly": True}]
+    evidence = store({"Get-AcceptedDomain": domains}, (recorded(),))
+    context = AuditContext(evidence, resolve_gateway(evidence, builtin_profiles()), AS_OF)
+    receiving = run_check(dns.mx_usable, context)
+    sending = run_check(dns.spf_valid, context)
+    assert [f.resource for f in receiving] == [RESOURCE]
+    assert [(f.resource, f.status) for f in sending] == [
+        (RESOURCE, Status.PASS), (f"domain {sender}", Status.NOT_EVALUATED)]
+    other = store({"Get-AcceptedDomain": accepted(DOMAIN)}, (recorded(),))
+    alone = AuditContext(other, resolve_gateway(other, builtin_profiles()), AS_OF)
+    assert [f.resource for f in run_check(dns.spf_valid, alone)] == [RESOURCE]
