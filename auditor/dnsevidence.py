@@ -32,14 +32,24 @@ _SAFE_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}$")
 
 def dns_path(domain: str) -> str | None:
     """The snapshot file of a domain, or None when the name is not a plain DNS name."""
-    name = normalise_name(domain)
-    try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    if len(name) > 253 or not _SAFE_NAME.match(name):
+    name = _a_labels(normalise_name(domain))
+    if name is None or len(name) > 253 or not _SAFE_NAME.match(name):
         return None
     return f"{DNS_DIR}/{name}.json"
+
+
+def _a_labels(name: str) -> str | None:
+    """``name.encode("idna").decode("ascii")``, or None where the codec refuses. An ASCII name
+    (nearly every one) is checked as the codec's own ASCII path checks it, without the codec."""
+    if not name.isascii():
+        try:
+            return name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = name.split(".")
+    if any(not 0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
+        return None
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -271,3 +271,17 @@ def test_ascii_name_is_what_the_idna_codec_gives(name: str) -> None:
     except UnicodeError:
         expected = normalise_name(name)
     assert ascii_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", "a", "a..b", "x" * 64, "x" * 63 + ".com", "bücher.de", "a." + "y" * 64,
+                                  "_dmarc.x", "ÄÖ.example", "b" * 63 + "." + "c" * 63])
+def test_dns_path_reads_names_as_the_idna_codec_does(name: str) -> None:
+    from auditor.dnsevidence import _SAFE_NAME, DNS_DIR, dns_path
+
+    try:
+        expected: str | None = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        expected = None
+    if expected is not None and (len(expected) > 253 or not _SAFE_NAME.match(expected)):
+        expected = None
+    assert dns_path(name) == (None if expected is None else f"{DNS_DIR}/{expected}.json")
