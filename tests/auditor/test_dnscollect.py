@@ -521,3 +521,21 @@ def test_a_bulk_collection_does_not_ask_the_selector_cnames(contoso: DomainDns) 
     """Bulk domains have no signing config to compare with: no lookups spent on it."""
     assert contoso.get("selector1._domainkey.contoso.test", "CNAME").detail == NOT_RECORDED
     assert not [a for a in contoso.answers if a.query.rdtype == "CNAME"]
+
+
+async def test_a_bug_while_reading_one_domain_fails_the_collection_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups are driven from the resolver's reply handler: an exception there must reach the
+    caller (as asyncio.gather would pass it on), never leave the collection waiting forever."""
+    real = spf.analyse
+
+    def analyse(domain: str) -> spf.Resolution[spf.SpfTree]:
+        if domain == SHARED_DOMAINS[1]:
+            raise RuntimeError("a bug in the SPF walk")
+        return real(domain)
+
+    monkeypatch.setattr(spf, "analyse", analyse)
+    async with DnsDouble() as double:
+        share_one_include(double)
+        with pytest.raises(RuntimeError, match="a bug in the SPF walk"):
+            await asyncio.wait_for(collect(SHARED_DOMAINS, resolver_for(double.address)), LIMIT)
