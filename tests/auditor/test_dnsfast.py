@@ -559,3 +559,21 @@ def test_query_ids_are_drawn_from_the_system_and_a_forked_child_draws_its_own() 
     os.close(reading)
     os.close(writing)
     assert from_child != [_random_id() for _ in range(8)]
+
+
+async def test_a_server_port_with_nothing_listening_fails_each_lookup_with_the_refusal() -> None:
+    """The ICMP error on a connected socket fails the queries waiting on it; each lookup is
+    tried again, then recorded as an error that names the refusal, without waiting out a timeout."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # (nothing listens there now)
+    resolver = _resolver("127.0.0.1", port, MultiplexTransport(), timeout=60.0, tries=2)
+    # (a bound far below the timeout: the refusal, not a timeout, must end each try)
+    answers = await asyncio.wait_for(_ask_all(resolver, [DnsQuery.of(f"h{i}.example.test", "A")
+                                                          for i in range(20)]), 10)
+    assert {a.status for a in answers} == {DnsStatus.ERROR}
+    assert all("ConnectionRefusedError" in (a.detail or "") for a in answers)
+    assert resolver.sent == 40
