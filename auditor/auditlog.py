@@ -3,15 +3,16 @@
 Microsoft Graph's audit log query API searches the unified audit log asynchronously:
 
 1. ``POST /v1.0/security/auditLog/queries`` creates a query (a time window and the record type
-   ``exchangeAdmin``). This is the only POST the tool ever sends to Graph, and
-   ``ensure_post_allowed`` refuses any other URL before a request is made;
+   ``exchangeAdmin``). This is the only POST the tool ever sends to Graph: ``GraphClient``
+   refuses any other (``auditor.graph.ensure_post_allowed``) before a request is made;
 2. ``GET /v1.0/security/auditLog/queries/{id}`` is polled until the query has ``succeeded``
    (bounded by ``AuditPolicy.max_wait``);
 3. ``GET /v1.0/security/auditLog/queries/{id}/records`` pages through the records (Graph's
    auditLogRecord: createdDateTime, operation, userPrincipalName, clientIp, auditData ...).
 
 GETs, retries, 429 Retry-After, token renewal and the paging guard are auditor/graph.py's
-(``GraphClient.fetch`` and ``GraphClient.list``); the POST follows the same policy. The records
+(``GraphClient.fetch`` and ``GraphClient.list``); the POST goes through the same
+``GraphClient.retrying``. The records
 are written as ``Search-UnifiedAuditLog`` evidence (a Graph REST body, pages merged) after the
 values of parameters whose names suggest secrets are redacted. Graph refusing the query (403)
 makes the item ``denied``, naming the permission: AuditLogsQuery-Exchange.Read.All (or
@@ -25,35 +26,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
-from . import __version__
-from .errors import AuthenticationError, CmdletNotAllowedError
 from .evidence import State
-from .exo_rest import CmdletResult, ItemStopped, RetryPolicy, parse_json_body, retry_delay
-from .graph import GraphClient
+from .exo_rest import CmdletResult, ItemStopped, RetryPolicy, parse_json_body
+from .graph import QUERIES_PATH, GraphClient
 from .models import redact_parameters
-from .oauth import AccessToken, Credential
+from .oauth import Credential
 from .psjson import error_text
 
 AUDIT_KEY = "Search-UnifiedAuditLog"
-QUERIES_PATH = "/v1.0/security/auditLog/queries"
 RECORD_TYPE = "exchangeAdmin"
 AUDIT_PERMISSION = ("the Microsoft Graph application permission AuditLogsQuery-Exchange.Read.All "
                     "(or AuditLogsQuery.Read.All)")
 RECORDS_PAGE = 1000
-
-
-def ensure_post_allowed(base_url: str, url: str) -> None:
-    """Raise CmdletNotAllowedError unless ``url`` is exactly the audit log query collection on
-    the Graph host ``base_url``: creating a query is the one write-shaped request Graph is sent."""
-    target, base = urlsplit(url), urlsplit(base_url)
-    if ((target.scheme, target.netloc) != (base.scheme, base.netloc) or target.path != QUERIES_PATH
-            or target.query or target.fragment):
-        raise CmdletNotAllowedError(f"POST {url}", f"the only POST sent to Microsoft Graph is "
-                                                   f"{QUERIES_PATH} (creating an audit log query)")
 
 
 @dataclass(frozen=True)
@@ -122,50 +110,17 @@ class AuditLogClient:
     async def _create(self, now: datetime) -> str:
         """POST the query; its id. Retries like a Graph GET (429 Retry-After, 5xx, timeouts)."""
         url = f"{self.graph.base_url}{QUERIES_PATH}"
-        ensure_post_allowed(self.graph.base_url, url)
         start, end = _window(now, self.policy.days)
         body = {"displayName": f"mailflow-auditor ExchangeAdmin {start} to {end}",
                 "filterStartDateTime": start, "filterEndDateTime": end,
                 "recordTypeFilters": [RECORD_TYPE]}
-        policy = self.graph.policy
-        token = await self._token()
-        renewed = False
-        attempt = 0
-        while True:
-            wait: float | None = None
-            self.graph.requests += 1
-            try:
-                response = await self.graph.http.post(
-                    url, json=body, timeout=policy.timeout, follow_redirects=False,
-                    headers={"Authorization": f"Bearer {token.value}", "Accept": "application/json",
-                             "User-Agent": f"mailflow-auditor/{__version__}"})
-            except httpx.TimeoutException:
-                last = f"timed out after {policy.timeout:g} s"
-            except httpx.TransportError as exc:
-                last = f"connection failed ({type(exc).__name__})"
-            else:
-                status = response.status_code
-                if status in (200, 201):
-                    return _query_id(response)
-                if status == 401 and not renewed:
-                    token = await self._token(renew=True, stale=token)
-                    renewed = True
-                    continue
-                if status in (401, 403):
-                    raise ItemStopped(State.DENIED, _refusal(status, response))
-                if status == 429:
-                    wait = retry_delay(response.headers.get("retry-after"), policy.max_retry_after)
-                    last = "throttled (429)"
-                elif status >= 500 or status == 408:
-                    last = f"HTTP {status}"
-                else:
-                    raise ItemStopped(State.ERROR, _refusal(status, response))
-            attempt += 1
-            if attempt >= policy.attempts:
-                raise ItemStopped(State.ERROR, f"creating the audit log query: gave up after "
-                                            f"{policy.attempts} attempts: {last}")
-            await self.graph.sleep(wait if wait is not None else
-                                   min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
+
+        def refused(status: int, response: httpx.Response) -> ItemStopped:
+            state = State.DENIED if status in (401, 403) else State.ERROR
+            return ItemStopped(state, _refusal(status, response))
+
+        return await self.graph.retrying("POST", url, json=body, ok=(200, 201), read=_query_id,
+                                         refused=refused, gave_up="creating the audit log query: ")
 
     async def _wait(self, query: str) -> None:
         """Poll the query until it succeeded; an ItemStopped when it failed or took too long."""
@@ -185,11 +140,6 @@ class AuditLogClient:
                                             "later, or export the audit log with the export script")
             await self.graph.sleep(self.policy.poll_interval)
 
-    async def _token(self, *, renew: bool = False, stale: AccessToken | None = None) -> AccessToken:
-        try:
-            return await self.graph.credential.token(self.graph.http, renew=renew, stale=stale)
-        except AuthenticationError as exc:
-            raise ItemStopped(State.ERROR, f"signing in to Microsoft Graph failed: {exc}") from None
 
 
 def _query_id(response: httpx.Response) -> str:

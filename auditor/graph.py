@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from . import __version__
-from .errors import AuthenticationError
+from .errors import AuthenticationError, CmdletNotAllowedError
 from .evidence import State
 from .exo_rest import (
     CmdletCall,
@@ -45,7 +45,9 @@ from .exo_rest import (
 from .oauth import AccessToken, Credential, check_endpoint
 from .psjson import error_text
 
+T = TypeVar("T")
 GRAPH_API = "https://graph.microsoft.com"
+QUERIES_PATH = "/v1.0/security/auditLog/queries"  # the audit log queries: the one URL ever POSTed to
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
 MICROSOFT_GRAPH = "00000003-0000-0000-c000-000000000000"
@@ -89,6 +91,20 @@ def _result(key: str, source: str, values: list[Any], context: Any, pages: int, 
                         reason=partial, objects=len(values), pages=pages, requests=requests)
 
 
+def ensure_post_allowed(base_url: str, url: str) -> None:
+    """Raise CmdletNotAllowedError unless ``url`` is exactly the audit log query collection on
+    the Graph host ``base_url``: creating a query is the one write-shaped request Graph is sent."""
+    target, base = urlsplit(url), urlsplit(base_url)
+    if ((target.scheme, target.netloc) != (base.scheme, base.netloc) or target.path != QUERIES_PATH
+            or target.query or target.fragment):
+        raise CmdletNotAllowedError(f"POST {url}", f"the only POST sent to Microsoft Graph is "
+                                                   f"{QUERIES_PATH} (creating an audit log query)")
+
+
+class Unreadable(Exception):
+    """An answer ``GraphClient.retrying``'s reader could not use (truncated JSON): tried again."""
+
+
 class GraphClient:
     """GETs Graph collections for one tenant with tokens from ``credential`` (scoped to
     ``GRAPH_SCOPE``); ``http``, ``base_url``, ``policy`` and ``sleep`` as in ExoClient."""
@@ -125,6 +141,35 @@ class GraphClient:
 
     async def _page(self, url: str, permission: str) -> dict[str, Any]:
         """One GET with retries (429 Retry-After, 5xx, timeouts, truncated JSON)."""
+
+        def read(response: httpx.Response) -> dict[str, Any]:
+            try:
+                document = parse_json_body(response.content)
+            except ValueError:
+                raise Unreadable("the answer was not valid JSON (truncated?)") from None
+            if isinstance(document, dict) and isinstance(document.get("value", []), list):
+                return document
+            raise ItemStopped(State.ERROR, "the answer has no 'value' list")
+
+        def refused(status: int, response: httpx.Response) -> ItemStopped:
+            state = State.DENIED if status in (401, 403) else State.MISSING if status == 404 else State.ERROR
+            return ItemStopped(state, self._refused(status, response, permission))
+
+        return await self.retrying("GET", url, ok=(200,), read=read, refused=refused)
+
+    async def retrying(self, method: str, url: str, *, ok: tuple[int, ...],
+                       read: Callable[[httpx.Response], T],
+                       refused: Callable[[int, httpx.Response], ItemStopped],
+                       json: Any = None, gave_up: str = "") -> T:
+        """One request to Graph with the retries every call gets: a 401 renews the token once, 429
+        waits its Retry-After (bounded), 5xx, 408, timeouts, connection failures and an answer
+        ``read`` finds ``Unreadable`` are tried again with backoff; any other status raises what
+        ``refused`` makes of it. ``read`` turns an ``ok`` answer into the result."""
+        if method == "POST":  # read-only: a query of the audit log is the one thing ever created
+            ensure_post_allowed(self.base_url, url)
+        elif method != "GET":
+            raise CmdletNotAllowedError(f"{method} {url}", "Microsoft Graph is only read (GET), but for "
+                                                           f"creating an audit log query ({QUERIES_PATH})")
         policy = self.policy
         token = await self._token()
         renewed = False
@@ -133,42 +178,35 @@ class GraphClient:
             wait: float | None = None
             self.requests += 1
             try:
-                response = await self.http.get(url, timeout=policy.timeout, follow_redirects=False, headers={
-                    "Authorization": f"Bearer {token.value}", "Accept": "application/json",
-                    "User-Agent": f"mailflow-auditor/{__version__}"})
+                response = await self.http.request(
+                    method, url, json=json, timeout=policy.timeout, follow_redirects=False, headers={
+                        "Authorization": f"Bearer {token.value}", "Accept": "application/json",
+                        "User-Agent": f"mailflow-auditor/{__version__}"})
             except httpx.TimeoutException:
                 last = f"timed out after {policy.timeout:g} s"
             except httpx.TransportError as exc:
                 last = f"connection failed ({type(exc).__name__})"
             else:
                 status = response.status_code
-                if status == 200:
+                if status in ok:
                     try:
-                        document = parse_json_body(response.content)
-                    except ValueError:
-                        last = "the answer was not valid JSON (truncated?)"
-                    else:
-                        if isinstance(document, dict) and isinstance(document.get("value", []), list):
-                            return document
-                        raise ItemStopped(State.ERROR, "the answer has no 'value' list")
+                        return read(response)
+                    except Unreadable as exc:
+                        last = str(exc)
                 elif status == 401 and not renewed:
                     token = await self._token(renew=True, stale=token)
                     renewed = True
                     continue  # a renewed token is not a failed attempt
-                elif status in (401, 403):
-                    raise ItemStopped(State.DENIED, self._refused(status, response, permission))
                 elif status == 429:
                     wait = retry_delay(response.headers.get("retry-after"), policy.max_retry_after)
                     last = "throttled (429)"
                 elif status >= 500 or status == 408:
                     last = f"HTTP {status}"
-                elif status == 404:
-                    raise ItemStopped(State.MISSING, self._refused(status, response, permission))
                 else:
-                    raise ItemStopped(State.ERROR, self._refused(status, response, permission))
+                    raise refused(status, response)
             attempt += 1
             if attempt >= policy.attempts:
-                raise ItemStopped(State.ERROR, f"gave up after {policy.attempts} attempts: {last}")
+                raise ItemStopped(State.ERROR, f"{gave_up}gave up after {policy.attempts} attempts: {last}")
             await self.sleep(wait if wait is not None else
                              min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
 

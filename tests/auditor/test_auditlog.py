@@ -10,17 +10,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from auditor.auditlog import (
-    AUDIT_KEY,
-    QUERIES_PATH,
-    AuditLogClient,
-    AuditPolicy,
-    ensure_post_allowed,
-)
+from auditor.auditlog import AUDIT_KEY, AuditLogClient, AuditPolicy
 from auditor.errors import CmdletNotAllowedError
 from auditor.evidence import SPECS, State, parse_evidence
 from auditor.exo_rest import CmdletResult, RetryPolicy
-from auditor.graph import GRAPH_SCOPE, GraphClient
+from auditor.graph import GRAPH_SCOPE, QUERIES_PATH, GraphClient, ensure_post_allowed
 from auditor.models import REDACTED, AdminOperation, UnifiedAuditRecord
 from auditor.oauth import ClientSecretCredential
 from tests.fakeauditlog import FakeAuditLog, audit_record
@@ -162,3 +156,24 @@ def test_no_other_post_is_ever_allowed(url: str) -> None:
 def test_the_query_collection_is_the_one_post_allowed() -> None:
     ensure_post_allowed("https://graph.microsoft.com",
                         "https://graph.microsoft.com/v1.0/security/auditLog/queries")
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1.0/security/auditLog/queries/q1"),
+                                              ("POST", "/v1.0/users"), ("PATCH", QUERIES_PATH),
+                                              ("DELETE", "/v1.0/security/auditLog/queries/q1")])
+def test_the_graph_client_refuses_any_other_write_before_sending_it(fake: FakeAuditLog, method: str,
+                                                                    path: str) -> None:
+    """The guard sits where every Graph request is made (GraphClient.retrying), not only in the
+    audit log client that sends the one POST allowed."""
+
+    async def attempt() -> int:
+        credential = ClientSecretCredential(TENANT_ID, CLIENT_ID, SECRET, authority=fake.url,
+                                            scope=GRAPH_SCOPE, backoff=0.0)
+        async with httpx.AsyncClient() as http:
+            graph = GraphClient(credential, http, base_url=fake.url, policy=FAST)
+            with pytest.raises(CmdletNotAllowedError):
+                await graph.retrying(method, f"{fake.url}{path}", ok=(200,), read=lambda r: r,
+                                     refused=lambda s, r: AssertionError(s))  # type: ignore[arg-type,return-value]
+            return graph.requests
+
+    assert asyncio.run(attempt()) == 0
