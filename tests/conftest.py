@@ -41,6 +41,19 @@ def offline(argv: list[str]) -> list[str]:
     return argv
 
 
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The CLI run in-process as a user runs it (offline, see ``offline``): exit code, stdout, stderr."""
+    from auditor.cli import main
+
+    try:
+        main(offline(argv))
+        code = 0
+    except SystemExit as exited:
+        code = int(exited.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(autouse=True)
 def _no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     """The machine's resolver is never a test's target: a test must name a loopback server."""

@@ -10,19 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.cli import main
-
-from .conftest import accepted, connector, offline, rule
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(offline(args))
-        code = 0
-    except SystemExit as exited:
-        code = int(exited.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import accepted, connector, rule
+from .conftest import run_cli as run
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from auditor.cli import main
 from auditor.cli_collect import TerminalProgress
 from auditor.engine import discover
 from auditor.evidence import EXO_SPECS, State
@@ -18,6 +17,7 @@ from auditor.snapshot import load_snapshot, verify_snapshot
 from tests.fakeexo import CLIENT_ID, DEMO, TENANT_DOMAIN, TENANT_ID, FakeExo, Fault, self_signed
 
 from .conftest import audit
+from .conftest import run_cli as run
 
 SECRET = "mfa-CANARY-7Kq~secret-value-do-not-leak"
 
@@ -26,16 +26,6 @@ SECRET = "mfa-CANARY-7Kq~secret-value-do-not-leak"
 def fake() -> Iterator[FakeExo]:
     with FakeExo(secret=SECRET) as server:
         yield server
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exited:
-        code = int(exited.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def collect_args(fake: FakeExo, out: Path, *extra: str) -> list[str]:

@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from auditor.cli import main
 from auditor.snapshot import import_export_folder, verify_snapshot, write_snapshot
 from tests.auditor.test_probe import OUTSIDE_SENDER, TEST_MAILBOX, FakeExchange
 
-from .conftest import accepted, offline
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(offline(args))
-        code = 0
-    except SystemExit as exited:
-        code = int(exited.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import accepted
+from .conftest import run_cli as run
 
 
 @pytest.fixture
