@@ -55,14 +55,20 @@ _QUERY_FLAGS = dns.flags.RD
 _LENIENT_RCODES = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
 
 
+ReplyCallback: TypeAlias = "Callable[[Reply | BaseException, bool], None]"
+"""Told once how a query ended: ``(reply, over_tcp)``, or ``(exception, False)`` with what
+``udp_with_fallback`` would have raised."""
+
+
 class Transport(Protocol):
-    """Sends one query and returns ``(reply, over_tcp)``, raising as ``udp_with_fallback`` does.
+    """Sends one query and calls ``callback`` once with how it ended (``ReplyCallback``), never
+    before ``submit`` returns.
 
     The name is given as its ``dns.name.Name.labels`` (a Name is built only where dnspython
     needs one)."""
 
-    async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
-                       port: int, timeout: float) -> tuple[Reply, bool]: ...
+    def submit(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str, port: int,
+               timeout: float, callback: ReplyCallback) -> None: ...
 
     def close(self) -> None: ...
 
@@ -73,7 +79,25 @@ def make_query(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.mess
 
 
 class DnspythonTransport:
-    """One socket per query through dnspython's ``udp_with_fallback`` (the reference path)."""
+    """One socket per query through dnspython's ``udp_with_fallback`` (the reference path), in
+    a task of its own."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()  # (the loop keeps only weak references)
+
+    def submit(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str, port: int,
+               timeout: float, callback: ReplyCallback) -> None:
+        async def exchange() -> None:
+            try:
+                reply, tcp = await self.exchange(labels, rdtype, host, port, timeout)
+            except Exception as exc:
+                callback(exc, False)
+                return
+            callback(reply, tcp)
+
+        task = asyncio.ensure_future(exchange())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
                        port: int, timeout: float) -> tuple[dns.message.Message, bool]:
@@ -110,11 +134,6 @@ def is_answer_to(reply: dns.message.Message, query_id: int, name: dns.name.Name,
     qname = asked.name if origin is None or asked.name.is_absolute() else asked.name.derelativize(origin)
     return (qname == name and asked.rdtype == rdtype and asked.rdclass == dns.rdataclass.IN
             and asked.covers == dns.rdatatype.NONE)
-
-
-ReplyCallback: TypeAlias = "Callable[[Reply | BaseException, bool], None]"
-"""Told once how a query ended: ``(reply, over_tcp)``, or ``(exception, False)`` with what
-``udp_with_fallback`` would have raised."""
 
 
 class _Pending:

@@ -122,14 +122,12 @@ class Resolver:
         self.timeout = timeout
         self.tries = tries
         self.transport: Transport = MultiplexTransport() if transport is None else transport
-        self._submit = getattr(self.transport, "submit", None) or self._submit_through_exchange
         self.concurrency = concurrency
         self._free = concurrency  # queries that may be in flight at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Lookup] = deque()  # lookups waiting for a place, first come first served
         # Every lookup of the run: its answer once it has one, else the lookup in flight.
         self._table: dict[DnsQuery, DnsAnswer | _Lookup] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
 
     def request(self, query: DnsQuery, callback: AnswerCallback) -> DnsAnswer | None:
@@ -216,8 +214,8 @@ class Resolver:
         host, port, _ = self._servers[lookup.attempt % len(self._servers)]
         lookup.started = time.perf_counter()
         self.sent += 1
-        self._submit(lookup.labels, lookup.rdtype, host, port, self.timeout,
-                     lambda result, tcp: self._replied(lookup, result, tcp))
+        self.transport.submit(lookup.labels, lookup.rdtype, host, port, self.timeout,
+                              lambda result, tcp: self._replied(lookup, result, tcp))
 
     def _replied(self, lookup: _Lookup, result: Reply | BaseException, tcp: bool) -> None:
         """One try ended: try again (same place) while it failed and tries are left; else give
@@ -267,23 +265,6 @@ class Resolver:
         self._table[lookup.query] = found
         for callback in lookup.callbacks:
             callback(found)
-
-    def _submit_through_exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType,
-                                 host: str, port: int, timeout: float,
-                                 callback: Callable[[Reply | BaseException, bool], None]) -> None:
-        """For a transport with only ``exchange`` (a coroutine): a task per query."""
-
-        async def exchange() -> None:
-            try:
-                reply, tcp = await self.transport.exchange(labels, rdtype, host, port, timeout)
-            except Exception as exc:
-                callback(exc, False)
-                return
-            callback(reply, tcp)
-
-        task = asyncio.ensure_future(exchange())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 _new_answer = built_directly(DnsAnswer)  # (an answer per query: a bulk run makes 60,000)

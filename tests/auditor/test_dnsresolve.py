@@ -134,9 +134,6 @@ class _HeldTransport:
         callback(dns.exception.Timeout(timeout=0.0), False)
         return name
 
-    async def exchange(self, *args: object) -> tuple[object, bool]:
-        raise AssertionError("the resolver uses submit")
-
     def close(self) -> None:
         pass
 
