@@ -19,14 +19,15 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from . import __version__
 from .audit import finding_json
 from .context import AuditContext, AuditSettings
-from .dnscollect import collect_with_policies
+from .dnscollect import collect_each, policy_fetching
 from .dnsevidence import DNS_KEY, DomainDns, dns_path
 from .dnsmodel import normalise_name
 from .dnsresolve import Nameserver, Resolver
@@ -176,31 +177,40 @@ class _OneDomainStore(EvidenceStore):
         return found
 
 
+class DomainJudge:
+    """Judges domains one at a time, each alone by the checks that need nothing but DNS, with
+    the gateway its own MX points to; what depends only on the run is worked out once."""
+
+    def __init__(self, registry: Registry, profiles: tuple[GatewayProfile, ...]) -> None:
+        self.checks = in_dependency_order(dns_only(registry))  # the same order for every domain
+        self.now = datetime.now(UTC)
+        self.shared: dict[str, Collection[Any]] = {}
+        self.gateways = GatewayResolver(profiles)  # what depends only on the profiles
+        self.settings = AuditSettings()  # the defaults, frozen: one for every domain
+        self.plan: tuple[PlannedCheck, ...] | None = None  # one for all: their stores answer get() alike
+
+    def __call__(self, domain: DomainDns) -> DomainResult:
+        store = _OneDomainStore({}, dns={domain.domain: domain}, shared=self.shared)
+        gateway = self.gateways.resolve(store)
+        context = AuditContext(store, gateway, self.now, self.settings)
+        if self.plan is None:
+            self.plan = plan_checks(self.checks, store)
+        return DomainResult(domain.domain, gateway, tuple(run_ordered(self.checks, context, plan=self.plan)))
+
+
 def audit_domains(recorded: Iterable[DomainDns], registry: Registry,
                   profiles: tuple[GatewayProfile, ...], *, rejected: Iterable[tuple[str, str]] = (),
                   resolvers: Iterable[str] = ()) -> BulkReport:
     """Judge each domain alone, with the gateway its own MX points to."""
-    checks = in_dependency_order(dns_only(registry))  # the same order for every domain
-    now = datetime.now(UTC)
-    results = []
-    shared: dict[str, Collection[Any]] = {}
-    gateways = GatewayResolver(profiles)  # what depends only on the profiles, worked out once
-    settings = AuditSettings()  # the defaults, frozen: one for every domain
-    plan: tuple[PlannedCheck, ...] | None = None  # one for all: their stores answer get() alike
-    for domain in recorded:
-        store = _OneDomainStore({}, dns={domain.domain: domain}, shared=shared)
-        gateway = gateways.resolve(store)
-        context = AuditContext(store, gateway, now, settings)
-        if plan is None:
-            plan = plan_checks(checks, store)
-        results.append(DomainResult(domain.domain, gateway, tuple(run_ordered(checks, context,
-                                                                              plan=plan))))
-    return BulkReport(tuple(results), tuple(rejected), registry, tuple(resolvers), now)
+    judge = DomainJudge(registry, profiles)
+    results = tuple(map(judge, recorded))
+    return BulkReport(results, tuple(rejected), registry, tuple(resolvers), judge.now)
 
 
 @dataclass(frozen=True)
 class BulkJob:
-    """What one worker process audits: its share of the domains and how to ask DNS."""
+    """What one worker process audits: the blocks of the list it claims (``block`` neighbours
+    each, see ``run_job``) and how to ask DNS."""
 
     domains: tuple[str, ...]
     nameservers: tuple[Nameserver, ...]
@@ -208,11 +218,16 @@ class BulkJob:
     concurrency: int
     text_fd: int  # the file the findings' JSON text goes to (opened by the parent, inherited)
     with_findings: bool = True  # send the findings back, not only their JSON text (CSV, HTML)
+    block: int = 32
+
+    @property
+    def blocks(self) -> int:
+        return math.ceil(len(self.domains) / self.block)
 
 
 @dataclass(frozen=True)
 class Part:
-    """What a worker sends back, domain by domain in its share's order: each domain's entry in
+    """What a worker sends back, domain by domain in the order it wrote them: each domain's entry in
     the report and the length (UTF-8 bytes) of its findings' JSON text, which the worker wrote
     to its job's file, one domain after the other (the text, a hundred megabytes for 10,000
     domains, was most of the time spent sending the parts back and writing the report); the
@@ -228,18 +243,34 @@ class Part:
 
 
 _progress_counter: Any = None  # a multiprocessing.Value shared with the workers, for a progress bar
+_claimed: Any = None  # a multiprocessing.Value shared with the workers: the next block to claim
 _kept_to_exit: list[Any] | None = None  # a worker's job's objects, dropped by its exit alone
 
 
-def _init_worker(counter: Any) -> None:
+def _init_worker(counter: Any, claimed: Any) -> None:
     """A worker runs one job and exits: its cyclic garbage collector stays off for good (turned
     back on, its first collection would walk every object the job made, at the job's end), and
     what its job made is left to the process's exit (``os._exit``: nothing is freed object by
     object) instead of freed one by one before the result is sent back (a tenth of a second)."""
-    global _progress_counter, _kept_to_exit
+    global _progress_counter, _claimed, _kept_to_exit
     _progress_counter = counter
+    _claimed = claimed
     _kept_to_exit = []
     gc.disable()
+
+
+def shared_claims(claimed: Any, blocks: int) -> Callable[[], int | None]:
+    """Blocks handed out to whichever worker asks first (``claimed``: a shared counter)."""
+
+    def claim() -> int | None:
+        with claimed.get_lock():
+            index: int = claimed.value
+            if index >= blocks:
+                return None
+            claimed.value = index + 1
+        return index
+
+    return claim
 
 
 def _count_one(done: int, total: int) -> None:
@@ -274,49 +305,127 @@ _inherited: tuple[Registry, tuple[GatewayProfile, ...]] | None = None
 
 
 def run_job(job: BulkJob, progress: Callable[[int, int], None] | None = None, *,
-            registry: Registry | None = None) -> Part:
-    """Collect and judge one share of the domains, and write its part of the JSON report."""
+            registry: Registry | None = None, claim: Callable[[], int | None] | None = None) -> Part:
+    """Collect, judge and write blocks of the list as this worker claims them (``claim``: the
+    next block's index, None once none is left; the blocks shared with the other workers, or
+    all of them) until none is left: a worker that goes faster (one that does not share its
+    core with the DNS server) takes more of them, and the workers end together. Each block is
+    judged and written once its domains are collected, while the others' lookups go on."""
     resolver = Resolver(job.nameservers, timeout=job.timeout, concurrency=job.concurrency)
     if progress is None and _progress_counter is not None:
         progress = _count_one
+    if claim is None:
+        claim = (shared_claims(_claimed, job.blocks) if _claimed is not None
+                 else partial(next, iter(range(job.blocks)), None))
     if registry is not None:
         profiles = builtin_profiles()
     else:
         registry, profiles = _inherited or (discover(), builtin_profiles())
-    with _no_cycle_collection():
+    with _no_cycle_collection(), open(job.text_fd, "wb", buffering=1 << 20, closefd=False) as text_file:
+        text_file.seek(0)
+        writer = PartWriter(registry, text_file, with_findings=job.with_findings)
+        blocks = _Blocks(job, claim, DomainJudge(registry, profiles), writer, progress)
         # No DKIM selector is asked: no check that runs in bulk reads them (DKIM-001 needs a tenant).
-        recorded = asyncio.run(collect_with_policies(list(job.domains), resolver, None, job.timeout,
-                                                     progress))
-        report = audit_domains(recorded, registry, profiles)
-        with open(job.text_fd, "wb", buffering=1 << 20, closefd=False) as text_file:
-            text_file.seek(0)
-            part = written_part(report, resolver.sent, text_file, with_findings=job.with_findings)
+        asyncio.run(_collect_blocks(blocks, resolver, job))
+        part = writer.part(resolver.sent)
     if _kept_to_exit is not None:
-        _kept_to_exit.append((recorded, report))
+        _kept_to_exit.append(blocks)
     return part
+
+
+DOMAINS_PER_QUERY_IN_FLIGHT = 4
+
+
+async def _collect_blocks(blocks: _Blocks, resolver: Resolver, job: BulkJob) -> None:
+    # Domains under way: a few per query in flight, since many wait on a lookup another asked
+    # (a shared include) and keep none in flight; few enough that the workers' last domains,
+    # once no block is left, take a fraction of a second.
+    async with policy_fetching(job.timeout) as policies:
+        await collect_each(blocks.names(), resolver, blocks.collected,
+                           at_once=DOMAINS_PER_QUERY_IN_FLIGHT * job.concurrency,
+                           dkim_selectors=None, policies=policies)
+
+
+class _Blocks:
+    """A worker's blocks: claimed as the collection asks for more names, and each judged and
+    written, its domains in the list's order, once they are all collected."""
+
+    def __init__(self, job: BulkJob, claim: Callable[[], int | None], judge: DomainJudge,
+                 writer: PartWriter, progress: Callable[[int, int], None] | None) -> None:
+        self.job = job
+        self.claim = claim
+        self.judge = judge
+        self.writer = writer
+        self.progress = progress
+        self.where: dict[str, tuple[list[DomainDns | None], int]] = {}  # name: its block, its place
+        self.left: dict[int, int] = {}  # by block (its list's id): domains not yet collected
+        self.done: list[list[DomainDns]] = []  # (kept to the worker's exit, not freed one by one)
+        self.count = 0
+
+    def names(self) -> Iterator[str]:
+        size, domains = self.job.block, self.job.domains
+        while (index := self.claim()) is not None:
+            names = domains[index * size:(index + 1) * size]
+            block: list[DomainDns | None] = [None] * len(names)
+            self.left[id(block)] = len(names)
+            for place, name in enumerate(names):
+                self.where[name] = (block, place)
+                yield name
+
+    def collected(self, name: str, recorded: DomainDns) -> None:
+        block, place = self.where.pop(name)
+        block[place] = recorded
+        self.count += 1
+        if self.progress is not None:
+            self.progress(self.count, len(self.job.domains))
+        self.left[id(block)] -= 1
+        if self.left[id(block)]:
+            return
+        del self.left[id(block)]
+        ready = cast(list[DomainDns], block)
+        self.done.append(ready)
+        self.writer.add([self.judge(domain) for domain in ready])
+
+
+class PartWriter:
+    """A worker's ``Part`` of the report: its domains' findings written to ``text_file`` (from
+    its position) as the JSON report has them, domain by domain, as they are added."""
+
+    def __init__(self, registry: Registry, text_file: IO[bytes], *, with_findings: bool = True) -> None:
+        self.registry = registry
+        self.text_file = text_file
+        self.writer = _FindingWriter(registry)
+        self.domains: list[dict[str, Any]] = []
+        self.lengths: list[int] = []
+        self.statuses: Counter[Status] = Counter()
+        self.severities: Counter[Severity] = Counter()
+        self.grouped: list[list[dict[str, Any]]] | None = [] if with_findings else None
+
+    def add(self, results: Sequence[DomainResult]) -> None:
+        write = self.text_file.write
+        for r in results:
+            gateway = [p.id for p in r.gateway.active]
+            self.domains.append({"domain": r.domain, "gateway": gateway, "worst": _worst(r.findings)})
+            self.lengths.append(write(self.writer.findings(r.domain, gateway, r.findings).encode()))
+            self.statuses.update([f.status for f in r.findings])
+            self.severities.update([f.severity for f in r.findings if f.status in _PROBLEMS])
+        if self.grouped is not None:
+            report = BulkReport(tuple(results), (), self.registry, (), datetime.now(UTC))
+            rows = iter(report.to_json()["findings"])
+            self.grouped += [list(islice(rows, len(r.findings))) for r in results]
+
+    def part(self, sent: int) -> Part:
+        by_status = Counter({status.value: n for status, n in self.statuses.items()})
+        by_severity = Counter({severity.value: n for severity, n in self.severities.items()})
+        return Part(self.domains, self.lengths, by_status, by_severity, sent, self.grouped)
 
 
 def written_part(report: BulkReport, sent: int, text_file: IO[bytes], *,
                  with_findings: bool = True) -> Part:
-    """A worker's ``Part`` of the report: its findings written to ``text_file`` (from its
-    position) as the JSON report has them, domain by domain."""
-    writer = _FindingWriter(report.registry)
-    domains = []
-    lengths = []
-    for r in report.results:
-        gateway = [p.id for p in r.gateway.active]
-        domains.append({"domain": r.domain, "gateway": gateway, "worst": _worst(r.findings)})
-        lengths.append(text_file.write(writer.findings(r.domain, gateway, r.findings).encode()))
-    findings = report.findings
-    statuses = Counter(f.status for f in findings)
-    severities = Counter(f.severity for f in findings if f.status in _PROBLEMS)
-    by_status = Counter({status.value: n for status, n in statuses.items()})
-    by_severity = Counter({severity.value: n for severity, n in severities.items()})
-    grouped = None
-    if with_findings:
-        rows = iter(report.to_json()["findings"])
-        grouped = [list(islice(rows, len(r.findings))) for r in report.results]
-    return Part(domains, lengths, by_status, by_severity, sent, grouped)
+    """A worker's ``Part`` of the report for these results (see ``PartWriter``)."""
+    writer = PartWriter(report.registry, text_file, with_findings=with_findings)
+    writer.add(report.results)
+    return writer.part(sent)
 
 
 def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: float,
@@ -324,20 +433,20 @@ def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: floa
              progress: Callable[[int, int], None] | None = None,
              registry: Registry | None = None, with_findings: bool = True,
              ) -> tuple[list[dict[str, Any]], WrittenFindings, int]:
-    """Audit the domains in ``jobs`` processes (each with its own share and DNS cache), and put
-    the results back in the order of the list (see ``merge_parts``). ``registry``: the checks,
-    when the caller has loaded them already; ``with_findings``: False when only the JSON
-    report is written (the finding dicts are then not sent back)."""
+    """Audit the domains in ``jobs`` processes (each with its own DNS cache, claiming blocks of
+    the list as it goes), and put the results back in the order of the list (see
+    ``merge_parts``). ``registry``: the checks, when the caller has loaded them already;
+    ``with_findings``: False when only the JSON report is written (the finding dicts are then
+    not sent back)."""
     jobs = max(1, min(jobs, len(domains)))
     registry = registry or discover()
-    shares = deal(domains, jobs)
-    # Unlinked temporary files (gone once closed), one per share: its worker writes its
-    # findings' text there, read by the report's writer (see ``WrittenFindings``).
-    text_files = [tempfile.TemporaryFile() for _ in shares]  # noqa: SIM115 - returned open
+    # Unlinked temporary files (gone once closed), one per worker: it writes its findings'
+    # text there, read by the report's writer (see ``WrittenFindings``).
+    text_files = [tempfile.TemporaryFile() for _ in range(jobs)]  # noqa: SIM115 - returned open
     try:
-        bulk_jobs = [BulkJob(tuple(share), tuple(nameservers), timeout, max(1, concurrency // jobs),
-                             text_file.fileno(), with_findings)
-                     for share, text_file in zip(shares, text_files, strict=True)]
+        bulk_jobs = [BulkJob(tuple(domains), tuple(nameservers), timeout, max(1, concurrency // jobs),
+                             text_file.fileno(), with_findings, block_size(len(domains), jobs))
+                     for text_file in text_files]
         if jobs == 1:
             parts = [run_job(bulk_jobs[0], progress, registry=registry)]
         else:
@@ -349,29 +458,26 @@ def run_bulk(domains: list[str], nameservers: list[Nameserver], *, timeout: floa
         raise
 
 
-_BLOCKS_PER_SHARE = 4
+MAX_BLOCK = 32
+_BLOCKS_PER_JOB = 8
 
 
-def deal(domains: list[str], jobs: int) -> list[list[str]]:
-    """The domains in ``jobs`` shares of about the same size, dealt in blocks of neighbours
-    (a few per share, against a list whose costly domains are bunched), each share's domains
-    in the list's order: the workers' texts then make a few long runs of the report, copied
-    in a few calls (one per domain took a fifth of a second for 10,000)."""
-    blocks = min(len(domains), jobs * _BLOCKS_PER_SHARE)
-    shares: list[list[str]] = [[] for _ in range(jobs)]
-    for block in range(blocks):
-        shares[block % jobs] += domains[block * len(domains) // blocks:
-                                        (block + 1) * len(domains) // blocks]
-    return shares
+def block_size(domains: int, jobs: int) -> int:
+    """How many neighbours of the list a worker claims at once: few enough that the workers
+    end within a block of each other (a few dozen milliseconds), enough to keep the report's
+    runs of text long (each is copied by one call), and at least a few blocks per worker."""
+    return max(1, min(MAX_BLOCK, domains // (jobs * _BLOCKS_PER_JOB)))
 
 
 def _run_in_processes(bulk_jobs: list[BulkJob], registry: Registry,
                       progress: Callable[[int, int], None] | None) -> list[Part]:
-    """Run each job in a process of its own, forked with the checks and gateway profiles."""
+    """Run each job in a process of its own, forked with the checks and gateway profiles;
+    the workers claim the blocks of the list from one shared counter."""
     global _inherited
-    total = sum(len(job.domains) for job in bulk_jobs)
+    total = len(bulk_jobs[0].domains)
     context = multiprocessing.get_context("fork")
     counter = context.Value("i", 0) if progress is not None else None
+    claimed = context.Value("i", 0)
     _inherited = (registry, builtin_profiles())
     try:
         # The workers' results are unpickled (by the pool's thread, as they arrive) and kept to
@@ -379,7 +485,7 @@ def _run_in_processes(bulk_jobs: list[BulkJob], registry: Registry,
         # workers are not waited for once their results are in: they exit meanwhile.
         with _no_cycle_collection(freeze=True):
             pool = ProcessPoolExecutor(max_workers=len(bulk_jobs), mp_context=context,
-                                       initializer=_init_worker, initargs=(counter,))
+                                       initializer=_init_worker, initargs=(counter, claimed))
             try:
                 futures = [pool.submit(run_job, job) for job in bulk_jobs]
                 while not all(f.done() for f in futures):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -211,36 +212,98 @@ async def collect(domains: Iterable[str], resolver: Resolver, *,
     ``signing_cnames`` is for a tenant's own domains (see ``collect_domain``), not for a bulk
     list of domains. A name that cannot be a file is left out.
     """
+    unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
+    runnable = [name for name in unique if dns_path(name) is not None]
+    found: dict[str, DomainDns] = {}
+    skipped = len(unique) - len(runnable)
+
+    def collected(name: str, recorded: DomainDns) -> None:
+        found[name] = recorded
+        if progress is not None:
+            progress(skipped + len(found), len(unique))
+
+    await collect_each(runnable, resolver, collected, dkim_selectors=dkim_selectors,
+                       policies=policies, signing_cnames=signing_cnames)
+    return [found[name] for name in runnable]
+
+
+async def collect_each(domains: Iterable[str], resolver: Resolver,
+                       collected: Callable[[str, DomainDns], None], *, at_once: int | None = None,
+                       dkim_selectors: Iterable[str] | None = (),
+                       policies: PolicyFetching | None = None,
+                       signing_cnames: bool = False) -> None:
+    """Collect the domains as ``domains`` yields them (each normalised, distinct, and a name
+    that can be a file), at most ``at_once`` under way (None: all at once), and tell
+    ``collected(name, recording)`` of each as it ends, in the order they end. Bulk workers hand
+    out their names this way, block by block, as they go; an exception from ``domains`` or
+    ``collected`` ends the collection with it (options: see ``collect``)."""
     selectors = None if dkim_selectors is None else [
         s for s in dkim_selectors if not any(c in s for c in "*?[")]
-    unique = list(dict.fromkeys(normalise_name(d) for d in domains if d.strip()))
-    runs = [(name, path) for name in unique if (path := dns_path(name)) is not None]
-    if not runs:
-        return []
-    found: dict[_DomainRun, DomainDns] = {}
+    names = iter(domains)
     finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    total = len(unique)
-    skipped = total - len(runs)
+    under_way = 0
+    exhausted = starting = False
+
+    def fail(exc: BaseException) -> None:
+        if not finished.done():
+            finished.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise exc
+
+    def start_more() -> None:
+        # Not re-entered: a domain that ends at once (its answers all known) is counted here.
+        nonlocal under_way, exhausted, starting
+        if starting:
+            return
+        starting = True
+        try:
+            while not exhausted and (at_once is None or under_way < at_once) and not finished.done():
+                name = next(names, None)
+                if name is None:
+                    exhausted = True
+                    break
+                path = dns_path(name)
+                if path is None:
+                    raise ValueError(f"not a domain name that can be a file: {name!r}")
+                under_way += 1
+                lookups = domain_lookups(name, selectors, fetch_policy_file=policies is not None,
+                                         signing_cnames=signing_cnames)
+                _DomainRun(name, path, lookups, resolver, policies, done).step(None)
+        except BaseException as exc:
+            fail(exc)
+        finally:
+            starting = False
+        if exhausted and under_way == 0 and not finished.done():
+            finished.set_result(None)
 
     def done(run: _DomainRun, outcome: DomainDns | BaseException) -> None:
+        nonlocal under_way
         if finished.done():
             return
         if isinstance(outcome, BaseException):
-            finished.set_exception(outcome)
+            fail(outcome)
             return
-        found[run] = outcome
-        if progress is not None:
-            progress(skipped + len(found), total)
-        if len(found) == len(runs):
-            finished.set_result(None)
+        under_way -= 1
+        try:
+            collected(run.name, outcome)
+        except BaseException as exc:
+            fail(exc)
+            return
+        start_more()
 
-    started = [_DomainRun(name, path, domain_lookups(name, selectors, fetch_policy_file=policies is not None,
-                                                      signing_cnames=signing_cnames),
-                          resolver, policies, done) for name, path in runs]
-    for run in started:
-        run.step(None)
+    start_more()
     await finished
-    return [found[run] for run in started]
+
+
+@asynccontextmanager
+async def policy_fetching(timeout: float) -> AsyncIterator[PolicyFetching]:
+    """How MTA-STS policy files are fetched for a collection (HTTPS, certificates verified):
+    the client is made on the first fetch and closed at the end."""
+    client = _ClientOnDemand(timeout=timeout, verify=True, trust_env=False)
+    try:
+        yield PolicyFetching(cast("httpx.AsyncClient", client))
+    finally:
+        await client.aclose()
 
 
 async def collect_with_policies(domains: list[str], resolver: Resolver, selectors: list[str] | None,
@@ -248,13 +311,9 @@ async def collect_with_policies(domains: list[str], resolver: Resolver, selector
                                 progress: Callable[[int, int], None] | None = None,
                                 *, signing_cnames: bool = False) -> list[DomainDns]:
     """Collect DNS evidence and the MTA-STS policy files (HTTPS, certificates verified)."""
-    client = _ClientOnDemand(timeout=timeout, verify=True, trust_env=False)
-    try:
+    async with policy_fetching(timeout) as policies:
         return await collect(domains, resolver, dkim_selectors=selectors, progress=progress,
-                             policies=PolicyFetching(cast("httpx.AsyncClient", client)),
-                             signing_cnames=signing_cnames)
-    finally:
-        await client.aclose()
+                             policies=policies, signing_cnames=signing_cnames)
 
 
 class _ClientOnDemand:

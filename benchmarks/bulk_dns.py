@@ -27,8 +27,9 @@ from one knotd (``tests/dnsserver.py`` ``KnotServer``, so Knot DNS must be insta
 Then it prints domains per second for each, the ratios, where the CPU of run (a) went (our
 processes, user and system, and knotd's: the two cores are shared), and the phases and a cProfile
 summary of an in-process run of ours (collection with the MTA-STS policies, checks and the JSON
-report's text, as the CLI's workers and parent make them, with the cyclic garbage collector
-paused as the CLI's workers run) on ``--profile-domains`` domains.
+report's text: the CLI's workers' work, here in three phases one after the other where the
+workers judge and write each block as soon as it is collected, with the cyclic garbage
+collector paused as the CLI's workers run) on ``--profile-domains`` domains.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _ours_in_process(names: list[str], address: tuple[str, int]) -> tuple[list[D
     started = time.perf_counter()
     wanted, rejected = read_domains(names)
     resolver = Resolver([Nameserver(*address)], timeout=3.0, concurrency=256)
-    recorded = asyncio.run(collect_with_policies(wanted, resolver, None, 3.0))  # as run_job does
+    recorded = asyncio.run(collect_with_policies(wanted, resolver, None, 3.0))  # (no DKIM, as run_job)
     phases["collect"] = time.perf_counter() - started
     mark = time.perf_counter()
     report = audit_domains(recorded, _registry(), builtin_profiles(), rejected=rejected,

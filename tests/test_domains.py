@@ -280,14 +280,60 @@ def test_a_worker_that_wrote_less_text_than_it_said_fails_the_run(tmp_path: Path
             render.write_bulk(data, "json", tmp_path / "domains.json")
 
 
-def test_the_shares_are_blocks_of_neighbours_dealt_in_turn() -> None:
-    from auditor.bulk import deal
+def test_blocks_are_a_few_per_worker_and_at_most_max_block_neighbours() -> None:
+    from auditor.bulk import MAX_BLOCK, block_size
 
-    names = [f"d{i}.example" for i in range(10)]
-    assert deal(names, 2) == [names[0:1] + names[2:3] + names[5:6] + names[7:8],
-                              names[1:2] + names[3:5] + names[6:7] + names[8:10]]
-    assert deal(names[:3], 2) == [[names[0], names[2]], [names[1]]]
-    assert sorted(n for share in deal(names, 3) for n in share) == names and deal(names[:1], 1) == [names[:1]]
+    assert block_size(10_000, 2) == MAX_BLOCK
+    assert block_size(100, 2) == 6  # eight blocks or more per worker
+    assert block_size(3, 2) == 1 and block_size(1, 1) == 1
+
+
+def test_the_shared_counter_hands_out_each_block_once_then_none() -> None:
+    import multiprocessing
+
+    from auditor.bulk import shared_claims
+
+    claimed = multiprocessing.get_context("fork").Value("i", 0)
+    first, second = shared_claims(claimed, 5), shared_claims(claimed, 5)
+    taken = [first(), second(), second(), first(), second(), first(), second()]
+    assert taken == [0, 1, 2, 3, 4, None, None]
+
+
+@pytest.mark.parametrize("with_findings", [True, False])
+def test_workers_claiming_blocks_in_turn_make_the_report_one_process_would_write(
+        server: str, with_findings: bool, tmp_path: Path) -> None:
+    """Two jobs share the blocks as workers do (here one after the other, each taking the
+    blocks the counter gives it): judged and written block by block, in whatever order they
+    end, their parts merge into the report one job taking every block in order writes."""
+    from auditor.bulk import BulkJob, bulk_json, merge_parts, report_text, run_job
+    from auditor.dnsresolve import Nameserver
+    from auditor.engine import discover
+
+    names = _demo_domains()
+    host, port = server.rsplit(":", 1)
+    registry = discover()
+    text_files = [(tmp_path / f"{i}.txt").open("w+b") for i in range(3)]
+    jobs = [BulkJob(tuple(names), (Nameserver(host, int(port)),), 2.0, 4, f.fileno(), with_findings, 2)
+            for f in text_files]
+    blocks = jobs[0].blocks
+    assert blocks > 4
+    mine = [[b for b in range(blocks) if b % 3 == 1], [b for b in range(blocks) if b % 3 != 1][::-1]]
+    parts = [run_job(job, registry=registry, claim=iter([*share, None]).__next__)
+             for job, share in zip(jobs[:2], mine, strict=True)]
+    assert [len(p.domains) for p in parts] == [
+        sum(len(names[b * 2:b * 2 + 2]) for b in share) for share in mine]
+    whole = run_job(jobs[2], registry=registry)  # (every block, in order)
+    for text_file in text_files:
+        text_file.flush()
+    domains, findings, _ = merge_parts(names, parts, text_files[:2])
+    one_domains, one_findings, _ = merge_parts(names, [whole], text_files[2:])
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    assert domains == one_domains and findings.by_status == one_findings.by_status
+    assert report_text(bulk_json(domains, findings, [], [], when)) == report_text(
+        bulk_json(one_domains, one_findings, [], [], when))
+    assert len(findings.runs) > 2
+    if with_findings:
+        assert list(findings) == list(one_findings) and len(list(findings)) > 100
 
 
 @pytest.mark.parametrize("with_findings", [True, False])

@@ -16,7 +16,7 @@ import pytest
 
 from auditor import spf
 from auditor.cli import main
-from auditor.dnscollect import collect
+from auditor.dnscollect import collect, collect_each
 from auditor.dnsevidence import NOT_RECORDED, DomainDns
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from auditor.dnsresolve import Nameserver, Resolver
@@ -281,6 +281,77 @@ async def test_domains_finding_their_mx_hosts_addresses_in_flight_join_those_loo
                              ("mx.shared.test", "AAAA")]
         assert recording.get("mx.shared.test", "A") is first.get("mx.shared.test", "A")
         assert recording.get("mx.shared.test", "AAAA").addresses() == ["2001:db8::25"]
+
+
+class _Watched(Resolver):
+    """A resolver that notes the most domains ever under way (each asks its MX first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = 0
+        self.ended = 0
+        self.most = 0
+
+    def request(self, query: DnsQuery, callback: Any) -> DnsAnswer | None:
+        if query.rdtype == "MX" and query.name in SHARED_DOMAINS + MANY:
+            self.started += 1
+            self.most = max(self.most, self.started - self.ended)
+        return super().request(query, callback)
+
+
+MANY = tuple(f"d{i}.example" for i in range(40))
+
+
+async def test_collect_each_keeps_at_most_at_once_domains_under_way_and_reports_each() -> None:
+    async with DnsDouble() as double:
+        resolver = _Watched([Nameserver(*double.address)], timeout=TIMEOUT)
+        seen: list[str] = []
+
+        def collected(name: str, recording: DomainDns) -> None:
+            resolver.ended += 1
+            assert recording.domain == name
+            seen.append(name)
+
+        await asyncio.wait_for(collect_each(iter(MANY), resolver, collected, at_once=3), LIMIT)
+    assert sorted(seen) == sorted(MANY) and resolver.most == 3
+
+
+async def test_domains_whose_answers_are_all_known_end_at_once_without_recursion() -> None:
+    """A second pass over the same resolver finds every answer in its table: each domain ends
+    inside the call that starts it, hundreds in a row, and none is lost or started twice."""
+    names = [f"d{i}.example" for i in range(400)]
+    async with DnsDouble() as double:
+        resolver = resolver_for(double.address)
+        await asyncio.wait_for(collect(names, resolver), LIMIT)
+        sent = resolver.sent
+        seen: list[str] = []
+        await asyncio.wait_for(collect_each(names, resolver, lambda name, _: seen.append(name),
+                                            at_once=10), LIMIT)
+    assert seen == names and resolver.sent == sent
+
+
+@pytest.mark.parametrize("where", ["names", "collected"])
+async def test_an_error_handing_out_names_or_taking_a_recording_ends_the_collection(where: str) -> None:
+    def names() -> Any:
+        yield from MANY[:5]
+        if where == "names":
+            raise RuntimeError("no more names")
+
+    def collected(name: str, _: DomainDns) -> None:
+        if where == "collected" and name == MANY[2]:
+            raise RuntimeError("cannot take it")
+
+    async with DnsDouble() as double:
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(collect_each(names(), resolver_for(double.address), collected,
+                                                at_once=2), LIMIT)
+
+
+async def test_a_name_that_cannot_be_a_file_is_refused() -> None:
+    async with DnsDouble() as double:
+        with pytest.raises(ValueError, match="can be a file"):
+            await asyncio.wait_for(collect_each(["ok.example", "a/b"], resolver_for(double.address),
+                                                lambda *_: None), LIMIT)
 
 
 # ---------------------------------------------------------------------------------------------
