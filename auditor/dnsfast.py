@@ -319,10 +319,12 @@ class MultiplexTransport:
                timeout: float, callback: ReplyCallback) -> None:
         """Send one query to ``host``:``port``; ``callback`` is told how it ended, exactly once,
         never before this returns (a query that cannot be sent is failed on the next turn)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (asyncio.run again): the old sockets are dead
-            self._loop = loop
-            self.close()  # (queries left in flight by the old loop fail now, and may be tried again)
+        loop = self._loop
+        if loop is None or not loop.is_running():  # (else this call runs in it: see Resolver.request)
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:  # a new event loop (asyncio.run again): the old sockets are dead
+                self._loop = loop
+                self.close()  # (queries left in flight by the old loop fail now, and may be tried again)
         pending = _Pending(callback, labels, rdtype, timeout)
         self.in_flight += 1
         try:

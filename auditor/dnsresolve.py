@@ -133,7 +133,10 @@ class Resolver:
     def request(self, query: DnsQuery, callback: AnswerCallback) -> DnsAnswer | None:
         """The answer at once if this run has it; otherwise None, and ``callback(answer)`` later
         (never from within this call), the query asked unless it already is."""
-        if asyncio.get_running_loop() is not self._loop:
+        loop = self._loop
+        # (A loop that is running is the one this call runs in: a resolver serves one thread.
+        # Asking asyncio costs a system call, getpid, on every call.)
+        if (loop is None or not loop.is_running()) and asyncio.get_running_loop() is not loop:
             self._abandon_lookups_in_flight()
         found = self._table.get(query)
         if found is None:

@@ -236,16 +236,14 @@ def name_wire(labels: tuple[bytes, ...]) -> bytes:
     return b"".join([bytes((len(label),)) + label for label in labels])
 
 
-def _question(labels: tuple[bytes, ...], sent: bytes | None) -> tuple[bytes, tuple[bytes, ...]] | None:
-    """The question name as a reply repeats it uncompressed (lower-case wire form), and its
-    lower-case labels (no root); None when ``labels`` are not an absolute name's. ``sent``:
-    ``name_wire(labels)`` when the caller has it already."""
+def _question(labels: tuple[bytes, ...], sent: bytes | None) -> bytes | None:
+    """The question name's wire form as a reply repeats it uncompressed (``sent``:
+    ``name_wire(labels)`` when the caller has it already); None when ``labels`` are not an
+    absolute name's."""
     if not labels or labels[-1] or not all(labels[:-1]) or max(map(len, labels)) > 63:
         return None
     wire = name_wire(labels) if sent is None else sent
-    if len(wire) > 255:
-        return None
-    return wire.lower(), _lower(labels[:-1])
+    return None if len(wire) > 255 else wire
 
 
 def decode_reply(wire: bytes, labels: tuple[bytes, ...], rdtype: int,
@@ -271,15 +269,15 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int, sent: bytes | N
             or rcode not in _RCODES):
         return None
     asked = _question(labels, sent)
-    if asked is not None and wire[12:12 + len(asked[0])].lower() == asked[0]:
+    if asked is not None and (wire.startswith(asked, 12)
+                              or wire[12:12 + len(asked)].lower() == asked.lower()):
         # The question as sent (in any case): its labels need not be read again.
-        qkey = qlabels = asked[1]
-        pos = 12 + len(asked[0])
+        qlabels = labels[:-1]
+        pos = 12 + len(asked)
     else:
         asked = None
         qlabels, pos = _name(wire, 12, size)
-        qkey = _lower(qlabels)
-        if (*qkey, b"") != _lower(labels):
+        if (*_lower(qlabels), b"") != _lower(labels):
             return None
     if pos + 4 > size:
         return None
@@ -289,6 +287,7 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int, sent: bytes | N
         return None
     direct = _direct(wire, pos, ancount, rdtype, size) if asked is not None else None
     rrsets: dict[tuple[tuple[bytes, ...], int], _RRset] = {}
+    qkey = _lower(qlabels) if direct is None else qlabels  # (only the general reading needs it)
     if direct is not None:
         pos = direct[2]
     else:
