@@ -68,8 +68,10 @@ class ReplySummary(NamedTuple):
 
     ``records``/``ttl`` are those of the answer RRset (``None`` when there is none); ``cnames``
     are the CNAME owners followed and ``canonical`` the name the chain ends at (lower-case, no
-    final dot); ``chain_error`` is the text of dnspython's resolve_chaining() exception. The
-    chain fields are only filled for NOERROR, the only rcode whose answer the resolver reads.
+    final dot), given only when there are aliases ("" otherwise: it is the question's name,
+    which the caller has, and nearly every reply has no alias); ``chain_error`` is the text of
+    dnspython's resolve_chaining() exception. The chain fields are only filled for NOERROR,
+    the only rcode whose answer the resolver reads.
     """
 
     rcode: int
@@ -92,7 +94,7 @@ def summarize(reply: dns.message.Message) -> ReplySummary:
     except dns.exception.DNSException as exc:
         return ReplySummary(rcode, has_soa=has_soa, chain_error=str(exc))
     cnames = tuple(rrset.name.to_text().rstrip(".").lower() for rrset in chain.cnames)
-    canonical = chain.canonical_name.to_text().rstrip(".").lower()
+    canonical = chain.canonical_name.to_text().rstrip(".").lower() if cnames else ""
     if chain.answer is None:
         return ReplySummary(rcode, None, None, cnames, canonical, has_soa)
     return ReplySummary(rcode, tuple(rd.to_text() for rd in chain.answer), chain.answer.ttl,
@@ -352,10 +354,9 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int, sent: bytes | N
     if rcode != _NOERROR:
         return ReplySummary(rcode, has_soa=has_soa)
     if direct is not None:  # (what _chain finds for such an answer: it, and no alias)
-        canonical = _name_text(qlabels).rstrip(".").lower()
         if not direct[0]:
-            return ReplySummary(_NOERROR, None, None, (), canonical, has_soa)
-        return ReplySummary(_NOERROR, tuple(direct[0]), direct[1], (), canonical, has_soa)
+            return ReplySummary(_NOERROR, None, None, (), "", has_soa)
+        return ReplySummary(_NOERROR, tuple(direct[0]), direct[1], (), "", has_soa)
     return _chain(qlabels, qkey, rdtype, rrsets, has_soa)
 
 
@@ -416,7 +417,7 @@ def _chain(qlabels: tuple[bytes, ...], qkey: tuple[bytes, ...], rdtype: int,
         count += 1
     if count >= MAX_CHAIN:
         return None  # dnspython raises ChainTooLong; let it say so
-    canonical = _name_text(current).rstrip(".").lower()
+    canonical = _name_text(current).rstrip(".").lower() if cnames else ""
     if answer is None:
         return ReplySummary(_NOERROR, None, None, tuple(cnames), canonical, has_soa)
     return ReplySummary(_NOERROR, tuple(answer.texts), answer.ttl, tuple(cnames), canonical, has_soa)

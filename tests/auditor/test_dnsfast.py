@@ -511,7 +511,7 @@ def test_the_decoder_reads_the_question_as_sent_or_as_written() -> None:
                         (written, "q.example.test")):
         decoded = _check(wire, asked, "A", fast=True)
         assert decoded is not None and decoded.records == ("192.0.2.1",)
-        assert decoded.canonical == "q.example.test"
+        assert decoded.canonical == ""  # (no alias: the question's name)
     assert _check(pointer, "other.example.test", "A", fast=False) is None
     assert _check(pointer, "q.example.test.more", "A", fast=False) is None
     assert decode_reply(pointer, (b"q", b"example", b"test"), 1) is None  # not an absolute name
