@@ -282,3 +282,29 @@ def test_dns_path_reads_names_as_the_idna_codec_does(name: str) -> None:
     if expected is not None and (len(expected) > 253 or not _SAFE_NAME.match(expected)):
         expected = None
     assert dns_path(name) == (None if expected is None else f"{DNS_DIR}/{expected}.json")
+
+
+async def test_answers_handled_in_one_turn_share_one_reading_of_the_clock() -> None:
+    from auditor.dnsresolve import _TurnClock
+
+    clock, loop = _TurnClock(), asyncio.get_running_loop()
+    first = clock.read(loop)
+    assert clock.read(loop) == first and first[0].endswith("Z")
+    await asyncio.sleep(0.002)  # (later turns: read again)
+    later = clock.read(loop)
+    assert later[1] > first[1] and later[0] >= first[0]
+
+
+def test_a_new_event_loop_never_gets_the_last_loops_reading() -> None:
+    import time
+
+    from auditor.dnsresolve import _TurnClock
+
+    clock = _TurnClock()
+
+    async def read() -> tuple[str, float]:
+        return clock.read(asyncio.get_running_loop())
+
+    first = asyncio.run(read())  # (its loop ends before the reading is forgotten)
+    time.sleep(0.002)
+    assert asyncio.run(read())[1] > first[1]
