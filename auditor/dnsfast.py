@@ -52,6 +52,7 @@ _HEADER = struct.Struct("!HHHHHH")
 # OPT pseudo-record: root owner, type 41, class = payload, TTL 0 (ext. rcode, version 0, no DO), no data.
 _OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)
 _QUERY_FLAGS = dns.flags.RD
+_QUESTION_TAIL: dict[int, bytes] = {}  # by type: the question's type and class, then the OPT record
 _LENIENT_RCODES = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
 
 
@@ -115,8 +116,10 @@ def query_wire(query_id: int, labels: tuple[bytes, ...], rdtype: int, qname: byt
     ``Name.labels`` these are (names are sent as given; ``qname``: their ``name_wire``, if known)."""
     if qname is None:
         qname = name_wire(labels)
-    return (_HEADER.pack(query_id, _QUERY_FLAGS, 1, 0, 0, 1) + qname
-            + struct.pack("!HH", rdtype, dns.rdataclass.IN) + _OPT)
+    tail = _QUESTION_TAIL.get(rdtype)
+    if tail is None:
+        tail = _QUESTION_TAIL[rdtype] = struct.pack("!HH", rdtype, dns.rdataclass.IN) + _OPT
+    return _HEADER.pack(query_id, _QUERY_FLAGS, 1, 0, 0, 1) + qname + tail
 
 
 def is_answer_to(reply: dns.message.Message, query_id: int, name: dns.name.Name,

@@ -233,9 +233,12 @@ def _skip_other(wire: bytes, rtype: int, pos: int, end: int) -> None:
         raise _Fallback
 
 
+_LENGTH_BYTE = tuple(bytes((n,)) for n in range(256))
+
+
 def name_wire(labels: tuple[bytes, ...]) -> bytes:
     """A name's uncompressed wire form, as a query carries it."""
-    return b"".join([bytes((len(label),)) + label for label in labels])
+    return b"".join([_LENGTH_BYTE[len(label)] + label for label in labels])
 
 
 def _question(labels: tuple[bytes, ...], sent: bytes | None) -> bytes | None:
