@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from . import spf
@@ -81,8 +82,8 @@ class _DomainRun:
     """Drives one domain's ``domain_lookups`` with the resolver's answers as they come, keeping
     them in the order of the questions (not of arrival), and reports the recording when done."""
 
-    __slots__ = ("batch", "done", "lookups", "name", "path", "pending", "policies", "resolver", "slots",
-                 "started")
+    __slots__ = ("answered", "batch", "done", "lookups", "name", "path", "pending", "policies", "resolver",
+                 "slots", "started")
 
     def __init__(self, name: str, path: str, lookups: Lookups, resolver: Resolver,
                  policies: PolicyFetching | None,
@@ -97,6 +98,7 @@ class _DomainRun:
         self.batch = 0  # where the answers to the current list of queries begin in ``slots``
         self.pending = 0  # answers awaited for it
         self.started = iso_time(time.time_ns())
+        self.answered = self._answered  # (made once: the callback of every single query)
 
     def step(self, value: Any) -> None:
         """Send ``value`` in and ask what comes out, going on at once while the answers are known."""
@@ -123,18 +125,13 @@ class _DomainRun:
                 raise
 
     def _ask(self, query: DnsQuery) -> DnsAnswer | None:
-        slots = self.slots
-        slot = len(slots)
-        slots.append(None)
-
-        def answered(found: DnsAnswer) -> None:
-            slots[slot] = found
-            self.step(found)
-
-        found = self.resolver.request(query, answered)
-        if found is not None:
-            slots[slot] = found
+        found = self.resolver.request(query, self.answered)
+        self.slots.append(found)  # (None while it is awaited)
         return found
+
+    def _answered(self, found: DnsAnswer) -> None:
+        self.slots[-1] = found  # (the query awaited is the last asked: nothing was asked since)
+        self.step(found)
 
     def _ask_all(self, queries: list[DnsQuery]) -> list[DnsAnswer] | None:
         slots = self.slots
@@ -142,7 +139,7 @@ class _DomainRun:
         request = self.resolver.request
         waiting = 0
         for index, query in enumerate(queries, start):
-            found = request(query, lambda answer, index=index: self._one_of_many(index, answer))
+            found = request(query, partial(self._one_of_many, index))
             slots.append(found)
             if found is None:
                 waiting += 1
@@ -180,6 +177,7 @@ class _DomainRun:
         # Every answer the tree was read from is in the recording, so reading it again from there
         # (what the SPF checks do) gives this very tree: keep it.
         recorded.derived(SPF_TREE, lambda _: (tree, True))
+        del self.answered  # (it refers back to this run: freed once done, with no collector)
         self.done(self, recorded)
 
 
