@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import dns.exception
 import dns.rcode
@@ -219,7 +219,7 @@ class Resolver:
         lookup.started = time.perf_counter()
         self.sent += 1
         self.transport.submit(lookup.labels, lookup.rdtype, host, port, self.timeout,
-                              lambda result, tcp: self._replied(lookup, result, tcp))
+                              partial(self._replied, lookup))
 
     def _replied(self, lookup: _Lookup, result: Reply | BaseException, tcp: bool) -> None:
         """One try ended: try again (same place) while it failed and tries are left; else give
