@@ -336,7 +336,10 @@ def _decode(wire: bytes, labels: tuple[bytes, ...], rdtype: int, sent: bytes | N
         pos = end
     seen_opt = False
     for _ in range(arcount):
-        owner, pos = _name(wire, pos, size)
+        if wire[pos] == 0:  # the root, as an OPT record's owner is: no name to read
+            owner, pos = (), pos + 1
+        else:
+            owner, pos = _name(wire, pos, size)
         rtype, rclass, ttl, rdlen = _RR.unpack_from(wire, pos)
         pos += 10
         end = pos + rdlen
