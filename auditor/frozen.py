@@ -14,9 +14,9 @@ def built_directly(cls: type[T]) -> Callable[..., T]:
     """A faster positional constructor of the frozen slots dataclass ``cls``, for the hot paths
     (bulk mode makes several results, findings and evidence references per domain). A frozen
     ``__init__`` writes each field through ``object.__setattr__``, three times slower than the
-    plain writes of an unfrozen twin with the same fields and slots, whose instance then becomes
-    a ``cls`` (``__class__`` may change between classes of one layout): what it builds is a
-    ``cls``, equal to ``cls(*args)`` in every way."""
+    plain writes to an instance of an unfrozen twin with the same fields and slots (by one
+    generated function), which then becomes a ``cls`` (``__class__`` may change between classes
+    of one layout): what it builds is a ``cls``, equal to ``cls(*args)`` in every way."""
     if "__slots__" not in cls.__dict__ or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__} is not a frozen dataclass with slots")
     if hasattr(cls, "__post_init__"):  # the twin would not run it
@@ -27,12 +27,23 @@ def built_directly(cls: type[T]) -> Callable[..., T]:
             raise TypeError(f"{cls.__name__}.{f.name} has a default factory")
         return (f.name, f.type) if f.default is MISSING else (f.name, f.type, field(default=f.default))
 
-    twin = make_dataclass(f"_{cls.__name__}Draft", [twin_field(f) for f in fields(cls)],  # type: ignore[arg-type]
+    listed = fields(cls)
+    if any(f.name.startswith("_bd_") for f in listed):
+        raise TypeError(f"{cls.__name__} has a field named like the builder's own names")
+    twin = make_dataclass(f"_{cls.__name__}Draft", [twin_field(f) for f in listed],  # type: ignore[arg-type]
                           slots=True, eq=False, repr=False, match_args=False)
-
-    def build(*args: Any) -> T:
-        made = twin(*args)
-        made.__class__ = cls
-        return made
-
+    # One function writes the slots and sets the class (no __init__ of the twin to call): for
+    # fields a, b=1, ``def build(a, b=_bd_default_1): _bd_made = _bd_new(_bd_twin); ...``.
+    names: dict[str, Any] = {"_bd_new": object.__new__, "_bd_twin": twin, "_bd_cls": cls}
+    params = []
+    for index, f in enumerate(listed):
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            names[f"_bd_default_{index}"] = f.default
+            params.append(f"{f.name}=_bd_default_{index}")
+    body = "".join(f"    _bd_made.{f.name} = {f.name}\n" for f in listed)
+    exec(f"def build({', '.join(params)}):\n    _bd_made = _bd_new(_bd_twin)\n{body}"  # noqa: S102
+         "    _bd_made.__class__ = _bd_cls\n    return _bd_made\n", names)
+    build: Callable[..., T] = names["build"]
     return build

@@ -549,7 +549,7 @@ class _Context:
     # -- DNS ---------------------------------------------------------------------------------
 
     def query(self, name: str, rdtype: str) -> Resolution[DnsAnswer]:
-        return (yield from _cached_query(self.cache, name, rdtype))
+        return _cached_query(self.cache, name, rdtype)  # (its generator: no level of delegation)
 
     def addresses(self, name: str, term: _Term | None, domain: str) -> Resolution[list[_IP] | None]:
         """A or AAAA (by the client's IP version); None for a void answer.
@@ -889,7 +889,7 @@ class _Walk:
         self.problems.append(SpfProblem(severity, message, chain))
 
     def query(self, name: str, rdtype: str) -> Resolution[DnsAnswer]:
-        return (yield from _cached_query(self.cache, name, rdtype))
+        return _cached_query(self.cache, name, rdtype)  # (its generator: no level of delegation)
 
 
 @dataclass(frozen=True, slots=True)

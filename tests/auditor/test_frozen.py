@@ -61,3 +61,14 @@ def test_only_frozen_dataclasses_with_slots_and_plain_fields_are_built_directly(
     for cls in (NoSlots, NotFrozen, Factory, Checked):
         with pytest.raises(TypeError):
             built_directly(cls)
+
+
+def test_fields_may_be_given_by_name_and_the_builders_own_names_are_refused() -> None:
+    assert built_directly(Result)(Status.PASS, "r", "m", key="k") == Result(Status.PASS, "r", "m", key="k")
+
+    @dataclass(frozen=True, slots=True)
+    class Clashing:
+        _bd_made: int
+
+    with pytest.raises(TypeError, match="builder"):
+        built_directly(Clashing)
