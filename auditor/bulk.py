@@ -346,6 +346,17 @@ async def _collect_blocks(blocks: _Blocks, resolver: Resolver, job: BulkJob) -> 
                            dkim_selectors=None, policies=policies)
 
 
+class _Block:
+    """Neighbours of the list claimed at once: their recordings as they come, and how many are
+    still awaited."""
+
+    __slots__ = ("found", "left")
+
+    def __init__(self, size: int) -> None:
+        self.found: list[DomainDns | None] = [None] * size
+        self.left = size
+
+
 class _Blocks:
     """A worker's blocks: claimed as the collection asks for more names, and each judged and
     written, its domains in the list's order, once they are all collected."""
@@ -357,8 +368,7 @@ class _Blocks:
         self.judge = judge
         self.writer = writer
         self.progress = progress
-        self.where: dict[str, tuple[list[DomainDns | None], int]] = {}  # name: its block, its place
-        self.left: dict[int, int] = {}  # by block (its list's id): domains not yet collected
+        self.where: dict[str, tuple[_Block, int]] = {}  # name: its block, its place there
         self.done: list[list[DomainDns]] = []  # (kept to the worker's exit, not freed one by one)
         self.count = 0
 
@@ -366,23 +376,21 @@ class _Blocks:
         size, domains = self.job.block, self.job.domains
         while (index := self.claim()) is not None:
             names = domains[index * size:(index + 1) * size]
-            block: list[DomainDns | None] = [None] * len(names)
-            self.left[id(block)] = len(names)
+            block = _Block(len(names))
             for place, name in enumerate(names):
                 self.where[name] = (block, place)
                 yield name
 
     def collected(self, name: str, recorded: DomainDns) -> None:
         block, place = self.where.pop(name)
-        block[place] = recorded
+        block.found[place] = recorded
         self.count += 1
         if self.progress is not None:
             self.progress(self.count, len(self.job.domains))
-        self.left[id(block)] -= 1
-        if self.left[id(block)]:
+        block.left -= 1
+        if block.left:
             return
-        del self.left[id(block)]
-        ready = cast(list[DomainDns], block)
+        ready = cast(list[DomainDns], block.found)
         self.done.append(ready)
         self.writer.add([self.judge(domain) for domain in ready])
 
