@@ -32,12 +32,17 @@ class DnsStatus(StrEnum):
     @property
     def void(self) -> bool:
         """No record, but a definite answer (RFC 7208 4.6.4 "void lookup")."""
-        return self in (DnsStatus.NODATA, DnsStatus.NXDOMAIN)
+        return self in _VOID
 
     @property
     def temporary(self) -> bool:
         """A failure that says nothing about the zone (RFC 7208 temperror)."""
-        return self in (DnsStatus.SERVFAIL, DnsStatus.REFUSED, DnsStatus.TIMEOUT, DnsStatus.ERROR)
+        return self in _TEMPORARY
+
+
+# (Tuples made once: every answer's status is asked whether it is temporary, several times.)
+_VOID = (DnsStatus.NODATA, DnsStatus.NXDOMAIN)
+_TEMPORARY = (DnsStatus.SERVFAIL, DnsStatus.REFUSED, DnsStatus.TIMEOUT, DnsStatus.ERROR)
 
 
 PARSE_CACHE_SIZE = 1 << 16  # distinct record sets kept parsed (rdata are immutable)
@@ -63,6 +68,11 @@ def txt_strings(presentation: str) -> tuple[bytes, ...]:
     if _PLAIN_TXT.fullmatch(presentation):
         return tuple(s.encode("ascii") for s in presentation[1:-1].split('" "'))
     return tuple(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, presentation).strings)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)  # (the checks and the collection read a domain's TXT answers again)
+def _joined_txt(records: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(b"".join(txt_strings(r)) for r in records)
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
@@ -136,7 +146,7 @@ class DnsAnswer:
     def txt(self) -> list[bytes]:
         """Each TXT record with its character-strings joined (RFC 7208 3.3)."""
         if self.query.rdtype == "TXT":
-            return [b"".join(txt_strings(r)) for r in self.records]
+            return list(_joined_txt(self.records))
         return [b"".join(rd.strings) for rd in self._rdata()]
 
     def mx(self) -> list[tuple[int, str]]:

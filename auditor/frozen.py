@@ -4,7 +4,7 @@ in a bulk audit (results, findings, evidence references)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import MISSING, Field, field, fields, make_dataclass
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,22 +16,22 @@ def built_directly(cls: type[T]) -> Callable[..., T]:
     ``__init__`` writes each field through ``object.__setattr__``, three times slower than the
     plain writes to an instance of an unfrozen twin with the same fields and slots (by one
     generated function), which then becomes a ``cls`` (``__class__`` may change between classes
-    of one layout): what it builds is a ``cls``, equal to ``cls(*args)`` in every way."""
+    of one layout): what it builds is a ``cls``, equal to ``cls(*args)`` in every way. The twin
+    is a bare class with the same slots, not a dataclass: it is only ever written to."""
     if "__slots__" not in cls.__dict__ or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__} is not a frozen dataclass with slots")
+    if cls.__bases__ != (object,):  # the twin has the slots of ``cls`` alone: no base's
+        raise TypeError(f"{cls.__name__} derives from {cls.__bases__[0].__name__}")
     if hasattr(cls, "__post_init__"):  # the twin would not run it
         raise TypeError(f"{cls.__name__} has a __post_init__")
 
-    def twin_field(f: Field[Any]) -> tuple[str, Any] | tuple[str, Any, Any]:
+    listed = fields(cls)  # type: ignore[arg-type]
+    for f in listed:
         if f.default_factory is not MISSING:
             raise TypeError(f"{cls.__name__}.{f.name} has a default factory")
-        return (f.name, f.type) if f.default is MISSING else (f.name, f.type, field(default=f.default))
-
-    listed = fields(cls)
-    if any(f.name.startswith("_bd_") for f in listed):
-        raise TypeError(f"{cls.__name__} has a field named like the builder's own names")
-    twin = make_dataclass(f"_{cls.__name__}Draft", [twin_field(f) for f in listed],  # type: ignore[arg-type]
-                          slots=True, eq=False, repr=False, match_args=False)
+        if f.name.startswith("_bd_"):
+            raise TypeError(f"{cls.__name__} has a field named like the builder's own names")
+    twin = type(f"_{cls.__name__}Draft", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
     # One function writes the slots and sets the class (no __init__ of the twin to call): for
     # fields a, b=1, ``def build(a, b=_bd_default_1): _bd_made = _bd_new(_bd_twin); ...``.
     names: dict[str, Any] = {"_bd_new": object.__new__, "_bd_twin": twin, "_bd_cls": cls}

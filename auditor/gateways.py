@@ -7,7 +7,6 @@ attacker-controllable and are not used.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +20,7 @@ from typing import Any, Literal
 from .dnsmodel import DnsQuery, DnsStatus
 from .errors import ProfileError
 from .evidence import EvidenceStore
+from .globmatch import glob_match
 from .models import (
     EvidenceRef,
     ExoObject,
@@ -129,10 +129,10 @@ class GatewayProfile:
         candidate = name.strip().lower().rstrip(".")
         for pattern in self.tls_certificate_names:
             pattern = pattern.lower()
-            if candidate == pattern or fnmatch.fnmatchcase(candidate, pattern):
+            if candidate == pattern or glob_match(candidate, pattern):
                 return True
             # "*.mimecast.com" on the connector also admits the vendor's own hosts.
-            if candidate.startswith("*.") and fnmatch.fnmatchcase("x" + candidate[1:], pattern):
+            if candidate.startswith("*.") and glob_match("x" + candidate[1:], pattern):
                 return True
         return False
 
@@ -144,7 +144,7 @@ def _match_host(host: str, patterns: tuple[str, ...]) -> bool:
 @lru_cache(maxsize=1 << 14)
 def _host_matches(name: str, patterns: tuple[str, ...]) -> bool:
     """Cached: a bulk audit asks the same few MX hosts of every profile for thousands of domains."""
-    return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
+    return any(glob_match(name, p.lower()) for p in patterns)
 
 
 def _fail(origin: str, message: str) -> ProfileError:

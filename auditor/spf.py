@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import dns.exception
@@ -25,6 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus, txt_strings
+from auditor.frozen import built_directly
 
 __all__ = [
     "SpfNetwork",
@@ -169,6 +170,13 @@ class SpfTree:
         """Each ip4/ip6 network on its own, in the order the walk met them."""
         return tuple(SpfNetwork(network, qualifier, run.domain, run.chain)
                      for run in self.network_runs for network, qualifier in run.terms)
+
+
+# (Positional builders of the results of the audit walk: a bulk run makes hundreds of thousands.)
+_new_networks = built_directly(SpfNetworks)
+_new_target = built_directly(SpfTarget)
+_new_problem = built_directly(SpfProblem)
+_new_tree = built_directly(SpfTree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,14 +894,15 @@ class _Walk:
         self.address_targets: dict[str, None] = {}  # ordered set
 
     def problem(self, severity: Severity, message: str, chain: tuple[str, ...]) -> None:
-        self.problems.append(SpfProblem(severity, message, chain))
+        self.problems.append(_new_problem(severity, message, chain))
 
     def query(self, name: str, rdtype: str) -> Resolution[DnsAnswer]:
         return _cached_query(self.cache, name, rdtype)  # (its generator: no level of delegation)
 
 
-@dataclass(frozen=True, slots=True)
-class _WalkAll:
+class _WalkAll(NamedTuple):
+    """The all term a walk ends with (a named tuple: each record of a tree makes one)."""
+
     term: str
     qualifier: str
     domain: str
@@ -943,7 +952,7 @@ def analyse(domain: str) -> Resolution[SpfTree]:
 
 def _tree(walk: _Walk, domain: str, result: TreeResult, problem: str | None, record: str | None,
           effective_all: _WalkAll | None) -> SpfTree:
-    return SpfTree(
+    return _new_tree(
         domain=domain,
         result=result,
         problem=problem,
@@ -1121,7 +1130,7 @@ def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
     reading = _read(domain, ans.query.rdtype, ans.status, ans.records)
     problems = walk.problems
     for severity, message in reading.problems:
-        problems.append(SpfProblem(severity, message, chain))
+        problems.append(_new_problem(severity, message, chain))
     outcome = reading.outcome
     if outcome != "ok":
         if outcome == "none" and via is not None:
@@ -1138,7 +1147,7 @@ def _walk(walk: _Walk, domain: str, chain: tuple[str, ...], via: str | None,
     runs = walk.network_runs
     for step in reading.steps:
         if type(step) is tuple:  # (networks: no DNS, not worth a generator each)
-            runs.append(SpfNetworks(domain, chain, step))
+            runs.append(_new_networks(domain, chain, step))
         else:
             yield from _walk_term(walk, step, domain, chain, top)  # type: ignore[arg-type]
     redirect = reading.redirect
@@ -1161,14 +1170,14 @@ def _walk_target(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...], 
     """Record an include/redirect target and say whether (and where) to follow it."""
     expanded = _static_expand(term.spec or (), domain)
     if expanded is None:
-        walk.targets.append(SpfTarget("macro", _spec_text(term), term.text, domain, chain))
+        walk.targets.append(_new_target("macro", _spec_text(term), term.text, domain, chain))
         walk.problem("warning", f"{domain}: {term.text!r} depends on the message; not followed", chain)
         return None
     target = _query_name(expanded)
     if target is None or not _initial_domain_ok(target):
         walk.problem("permerror", f"{domain}: {term.text!r} does not name a valid domain", chain)
         return None
-    walk.targets.append(SpfTarget(kind, target, term.text, domain, chain))
+    walk.targets.append(_new_target(kind, target, term.text, domain, chain))
     lowered = [c.lower() for c in chain]
     if target.lower() in lowered:
         loop = " -> ".join((*chain[lowered.index(target.lower()):], target))
@@ -1189,13 +1198,13 @@ def _walk_term(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...],
                top: list[str | None]) -> Resolution[None]:
     name = term.name
     if name in ("ip4", "ip6"):
-        walk.network_runs.append(SpfNetworks(domain, chain, ((term.network_text, term.qualifier),)))
+        walk.network_runs.append(_new_networks(domain, chain, ((term.network_text, term.qualifier),)))
         return
     if name == "all":
         return
     if name == "exp":
         expanded = _static_expand(term.spec or (), domain)
-        walk.targets.append(SpfTarget("exp" if expanded is not None else "macro",
+        walk.targets.append(_new_target("exp" if expanded is not None else "macro",
                                       expanded if expanded is not None else _spec_text(term),
                                       term.text, domain, chain))
         return
@@ -1210,18 +1219,18 @@ def _walk_term(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...],
     else:
         expanded = _static_expand(term.spec, domain)
     if name == "ptr":
-        walk.targets.append(SpfTarget("ptr", expanded or _spec_text(term), term.text, domain, chain))
+        walk.targets.append(_new_target("ptr", expanded or _spec_text(term), term.text, domain, chain))
         walk.problem("warning", f"{domain}: {term.text!r}: the ptr mechanism is slow and should not "
                      f"be used (5.5)", chain)
         return
     if expanded is None:
-        walk.targets.append(SpfTarget("macro", _spec_text(term), term.text, domain, chain))
+        walk.targets.append(_new_target("macro", _spec_text(term), term.text, domain, chain))
         return
     target = _query_name(expanded)
     if target is None:
         walk.problem("warning", f"{domain}: {term.text!r} names no valid domain: it never matches", chain)
         return
-    walk.targets.append(SpfTarget(name, target, term.text, domain, chain))
+    walk.targets.append(_new_target(name, target, term.text, domain, chain))
     if name == "a":
         walk.address_targets[target.lower()] = None
     answers: list[DnsAnswer] = []

@@ -5,13 +5,13 @@ models."""
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from auditor.engine import Severity, ps_literal
 from auditor.gateways import GatewayContext, GatewayProfile
+from auditor.globmatch import glob_match
 from auditor.models import EvidenceRef, InboundConnector, TransportRule
 from auditor.netutil import IpRange
 from auditor.values import sender_domain_entry
@@ -374,7 +374,7 @@ def stamp_owner(header: str, gateway: GatewayContext) -> GatewayProfile | None:
     for profile in candidates:
         if profile.deployment == "exchange-online":
             continue
-        if any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in profile.header_stamps):
+        if any(glob_match(name, pattern.lower()) for pattern in profile.header_stamps):
             return profile
     return None
 

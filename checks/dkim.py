@@ -10,7 +10,6 @@ patterns (Mimecast's ``mimecast*``) cannot be asked for, so their signing is nev
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from auditor.engine import (
     ps_literal,
     result,
 )
+from auditor.globmatch import glob_match
 from auditor.models import AcceptedDomain, DkimSigningConfig, EvidenceRef, OutboundConnector
 
 from .dns import authorises_nobody, outbound_via_gateway, spf_tree
@@ -184,7 +184,7 @@ def gateway_signing(ctx: CheckContext, dd: DomainDns | None, relay: OutboundConn
     asked = {found.query.name.removesuffix(suffix): found for found in dd.answers
              if found.query.rdtype == "TXT" and found.query.name.endswith(suffix)}
     asked = {label: found for label, found in asked.items() if label not in MICROSOFT_SELECTORS
-             and any(fnmatch.fnmatchcase(label, p) for p in patterns)}
+             and any(glob_match(label, p) for p in patterns)}
     published = [label for label, found in asked.items() if found.status is DnsStatus.OK and has_key(found)]
     if published:
         return GatewaySigning("signs", f"{lead}, which signs with its own key (selector "

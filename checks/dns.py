@@ -3,7 +3,6 @@ sent around it caught by SPF and DMARC? Judged only from recorded answers."""
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from collections.abc import Iterator
 
@@ -13,6 +12,7 @@ from auditor.dnsevidence import DNS_KEY, NOT_RECORDED, SPF_TREE, DomainDns
 from auditor.dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from auditor.dnsmodel import ascii_name as spf_name
 from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
+from auditor.globmatch import glob_match
 from auditor.mailrecords import (
     dmarc_candidates,
     dmarc_records,
@@ -572,7 +572,7 @@ def _provider_patterns(ctx: CheckContext) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1 << 14)  # a tree's networks share the few include names above them
 def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    return any(glob_match(name, pattern) for pattern in patterns)
 
 
 @functools.lru_cache(maxsize=1 << 12)  # a record's terms, shared by every tree that includes it
@@ -731,10 +731,10 @@ def spf_matches_outbound(ctx: CheckContext) -> Iterator[Result]:
         # (Proofpoint Essentials documents a:dispatch-us.ppe-hosted.com).
         named = includes + [t.target for t in tree.targets if t.kind in ("a", "mx")]
         authorised = IpSet(IpRange.parse(n.network) for n in tree.networks if n.qualifier == "+")
-        gateway_ok = any(fnmatch.fnmatchcase(i, pat.lower()) for i in named
+        gateway_ok = any(glob_match(i, pat.lower()) for i in named
                          for p in ctx.gateway.active for pat in p.spf_includes) or any(
             authorised.covers(r) for p in ctx.gateway.active for g in p.range_groups for r in g.ranges)
-        direct = [i for i in includes if any(fnmatch.fnmatchcase(i, pat.lower())
+        direct = [i for i in includes if any(glob_match(i, pat.lower())
                                              for p in eop for pat in p.spf_includes)]
         if not gateway_ok:
             yield result(Status.FAIL, resource, f"all outbound mail leaves through {ctx.gateway.names} "

@@ -3,7 +3,6 @@ passing the gateway (their transport headers say who connected)."""
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import re
 from collections import Counter
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from auditor.context import CheckContext
 from auditor.engine import Mappings, Reference, Remediation, Result, Severity, Status, check, result
 from auditor.gateways import GatewayProfile
+from auditor.globmatch import glob_match
 from auditor.models import EvidenceRef, MessageHeaders
 from auditor.netutil import IpRange
 
@@ -78,7 +78,7 @@ def parse_hop(raw: str) -> Hop | None:
 
 
 def _matches(host: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(host, p) for p in patterns)
+    return any(glob_match(host, p) for p in patterns)
 
 
 def _microsoft_internal(host: str) -> bool:
@@ -124,7 +124,7 @@ def _vendor_patterns(profile: GatewayProfile) -> tuple[str, ...]:
 def _stamps(row: MessageHeaders, profiles: Sequence[GatewayProfile]) -> list[str]:
     names = [n.lower() for n in row.HeaderNames]
     patterns = [s.lower() for p in profiles for s in p.header_stamps]
-    return sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
+    return sorted({n for n in names for p in patterns if glob_match(n, p)})
 
 
 def _internal(row: MessageHeaders, report: dict[str, str]) -> str | None:

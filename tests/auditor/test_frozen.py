@@ -58,7 +58,15 @@ def test_only_frozen_dataclasses_with_slots_and_plain_fields_are_built_directly(
         def __post_init__(self) -> None:
             assert self.value >= 0
 
-    for cls in (NoSlots, NotFrozen, Factory, Checked):
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        value: int
+
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        other: int
+
+    for cls in (NoSlots, NotFrozen, Factory, Checked, Derived):
         with pytest.raises(TypeError):
             built_directly(cls)
 
