@@ -287,8 +287,8 @@ def main() -> None:
         address = server.address
         print(f"knotd serving {n} domains at {address[0]}:{address[1]} "
               f"(ready in {server.startup_seconds:.2f} s)")
-        # Every figure depends on it: all three tools run in this interpreter, and a build
-        # without profile-guided optimisation (as pyenv makes by default) is a fifth slower.
+        # Every figure depends on it: all three tools run in this interpreter, and here a build
+        # without profile-guided optimisation (pyenv's default) audited about a tenth slower.
         print(f"interpreter: {sys.executable} (Python {platform.python_version()}, "
               f"{platform.python_compiler()}, built {platform.python_build()[1]})")
         domain_file = Path(tmp) / "domains.txt"
