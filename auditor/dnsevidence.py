@@ -117,11 +117,7 @@ class DomainDns:
         return self.answers[index]
 
     def get(self, name: str, rdtype: str) -> DnsAnswer:
-        query = DnsQuery.of(name, rdtype)
-        index = self._index.get(query)  # (``lookup``, inlined: checks ask for many addresses)
-        if index is None:
-            return DnsAnswer(query, DnsStatus.ERROR, detail=NOT_RECORDED)
-        return self.answers[index]
+        return self.lookup(DnsQuery.of(name, rdtype))
 
     def ref(self, query: DnsQuery, note: str | None = None) -> EvidenceRef:
         index = self._index.get(query)
