@@ -101,7 +101,8 @@ class SpfResult:
 
 @dataclass(frozen=True, slots=True)
 class SpfNetwork:
-    """An ip4/ip6 network found in the tree, with the chain of domains that includes it."""
+    """An ip4/ip6 network found in the tree, with the chain of domains that includes it (from
+    the top domain to ``domain``, both included)."""
 
     network: str
     qualifier: str
@@ -112,8 +113,9 @@ class SpfNetwork:
 @dataclass(frozen=True, slots=True)
 class SpfNetworks:
     """A run of ip4/ip6 terms of one record, in the record's order, with the chain of domains
-    that includes it. ``terms`` (network, qualifier) are those of the record as read once: every
-    tree that includes the record shares them (in bulk, thousands of trees)."""
+    that includes it (from the top domain to ``domain``, both included). ``terms`` (network,
+    qualifier) are those of the record as read once: every tree that includes the record shares
+    them (in bulk, thousands of trees)."""
 
     domain: str
     chain: tuple[str, ...]

@@ -643,9 +643,9 @@ def spf_too_permissive(ctx: CheckContext) -> Iterator[Result]:
             for network in _wide_authorised(run.terms):
                 if providers is None:
                     providers = _provider_patterns(ctx)
-                if any(_matches_any(d, providers) for d in (*run.chain, run.domain)):
+                if any(_matches_any(d, providers) for d in run.chain):  # (it ends with run.domain)
                     continue
-                wide.append(f"{network} (in {_chain((*run.chain, run.domain))})")
+                wide.append(f"{network} (in {_chain(run.chain)})")
         if tree.all_qualifier in ("+", "?"):
             yield result(Status.FAIL, resource, f"SPF ends with {tree.all_term} (in {tree.all_domain}): "
                          + ("every sender passes" if tree.all_qualifier == "+"
