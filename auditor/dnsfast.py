@@ -13,6 +13,12 @@ is asked again over TCP through ``dns.asyncquery.tcp``, a reply that cannot be p
 dnspython's exception, no reply raises ``dns.exception.Timeout``, and an ICMP error raises the
 ``OSError`` the socket reported.
 
+A query still unanswered after a second (half its timeout, if that is shorter) is sent once more,
+the same datagram with the same ID (RFC 1035 4.2.1's retransmission): a lost datagram then costs
+that second, not the whole timeout. Either copy's reply settles the query; its ID stays reserved
+until the other copy's reply or the query's deadline, so that reply cannot be taken for another
+query's.
+
 ``Transport`` is the interface ``auditor.dnsresolve.Resolver`` asks through;
 ``DnspythonTransport`` is the reference one, ``MultiplexTransport`` this fast one.
 """
@@ -48,6 +54,7 @@ MAX_ID_DRAWS = 64  # random query IDs tried before scanning for a free one
 ID_BATCH = 2048  # random query IDs drawn from the system at once
 MAX_REPLY = 65535  # bytes read per datagram
 MAX_READS_PER_WAKEUP = 256  # replies read at once before other work gets a turn
+RESEND_AFTER = 1.0  # seconds without a reply before a query is sent once more (at most half its timeout)
 _HEADER = struct.Struct("!HHHHHH")
 # OPT pseudo-record: root owner, type 41, class = payload, TTL 0 (ext. rcode, version 0, no DO), no data.
 _OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)
@@ -142,7 +149,8 @@ def is_answer_to(reply: dns.message.Message, query_id: int, name: dns.name.Name,
 class _Pending:
     """One query sent and not yet settled: whom to tell, and how to read its reply."""
 
-    __slots__ = ("callback", "done", "labels", "qname", "query_id", "rdtype", "sock", "timeout")
+    __slots__ = ("callback", "deadline", "done", "labels", "qname", "query_id", "rdtype", "resent", "sock",
+                 "tcp", "timeout", "wire")
 
     def __init__(self, callback: ReplyCallback, labels: tuple[bytes, ...],
                  rdtype: dns.rdatatype.RdataType, timeout: float) -> None:
@@ -153,6 +161,10 @@ class _Pending:
         self.timeout = timeout
         self.sock: _Socket | None = None
         self.query_id = 0
+        self.wire = b""  # the datagram sent, to send again
+        self.deadline = 0.0  # (loop time)
+        self.resent = False
+        self.tcp = False  # asked again over TCP (a truncated reply): the UDP deadline no longer applies
         self.done = False
 
 
@@ -225,9 +237,14 @@ class _Socket:
     def datagram_received(self, data: bytes) -> None:
         if len(data) < 2:
             return  # cannot name a query; udp() would have failed whichever query was waiting
-        waiting = self.pending.pop(int.from_bytes(data[:2], "big"), None)
-        if waiting is None or waiting.done:
+        query_id = int.from_bytes(data[:2], "big")
+        waiting = self.pending.pop(query_id, None)
+        if waiting is None:
             return  # late (timed out) or unsolicited
+        if waiting.resent:  # a query sent twice
+            if waiting.done or waiting.tcp:
+                return  # the other copy's reply: the ID is free now
+            self.pending[query_id] = waiting  # (kept until the other copy's reply or the deadline)
         if self.fast_decode:
             summary = decode_reply(data, waiting.labels, waiting.rdtype, waiting.qname)
             if summary is not None:  # an answer to the question, read as dnspython would
@@ -306,16 +323,23 @@ class MultiplexTransport:
     in bulk (hundreds of thousands of queries) was most of the client's time. ``exchange`` is
     the same as a coroutine."""
 
-    def __init__(self, sockets_per_server: int = SOCKETS_PER_SERVER, fast_decode: bool = True) -> None:
-        """``fast_decode=False`` has dnspython parse every reply (the reference, for tests)."""
+    def __init__(self, sockets_per_server: int = SOCKETS_PER_SERVER, fast_decode: bool = True,
+                 resend_after: float = RESEND_AFTER) -> None:
+        """``fast_decode=False`` has dnspython parse every reply (the reference, for tests);
+        ``resend_after``: seconds without a reply before a query is sent again (at most half
+        its timeout)."""
         self.sockets_per_server = sockets_per_server
         self.fast_decode = fast_decode
+        self.resend_after = resend_after
+        self.resent = 0  # queries sent a second time
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[tuple[str, int], list[_Socket]] = {}
         self._turn = 0
         self.in_flight = 0
-        self._deadlines: deque[tuple[float, _Pending]] = deque()
-        self._sweep_at: asyncio.TimerHandle | None = None
+        # Every query comes up once at its resend time (sent again unless answered), and those sent
+        # again once more at their deadline (failed with a timeout unless answered).
+        self._resends = _Timeline(self._resend, drop_answered=True)
+        self._deadlines = _Timeline(self._expire, drop_answered=False)
         self._tcp_tasks: set[asyncio.Task[None]] = set()  # (the loop keeps only weak references)
 
     def submit(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str, port: int,
@@ -340,8 +364,12 @@ class MultiplexTransport:
             return
         pending.sock, pending.query_id = sock, query_id
         sock.pending[query_id] = pending
-        sock.send(query_wire(query_id, labels, rdtype, pending.qname))
-        self._expire_at(loop, loop.time() + timeout, pending)
+        pending.wire = query_wire(query_id, labels, rdtype, pending.qname)
+        sock.send(pending.wire)
+        now = loop.time()
+        pending.deadline = now + timeout
+        resend_after = self.resend_after
+        self._resends.add(loop, now + (resend_after if timeout > 2 * resend_after else timeout / 2), pending)
 
     async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
                        port: int, timeout: float) -> tuple[Reply, bool]:
@@ -365,7 +393,8 @@ class MultiplexTransport:
             return
         pending.done = True
         sock = pending.sock
-        if sock is not None and sock.pending.get(pending.query_id) is pending:
+        # (a query sent twice keeps its ID until the other reply or its deadline: see _expire)
+        if sock is not None and not pending.resent and sock.pending.get(pending.query_id) is pending:
             del sock.pending[pending.query_id]
         self.in_flight -= 1
         if self.in_flight == 0 and self._loop is not None:
@@ -377,7 +406,7 @@ class MultiplexTransport:
         gets the whole timeout again)."""
         sock = pending.sock
         assert sock is not None
-        pending.sock = None  # (no longer waiting on that socket: its UDP deadline no longer applies)
+        pending.tcp = True
         task = asyncio.ensure_future(self._over_tcp(pending, *sock.server))
         self._tcp_tasks.add(task)
         task.add_done_callback(self._tcp_tasks.discard)
@@ -395,34 +424,28 @@ class MultiplexTransport:
             return
         self.settle(pending, reply, True)
 
-    def _expire_at(self, loop: asyncio.AbstractEventLoop, expiration: float, pending: _Pending) -> None:
-        """Fail ``pending`` with a timeout at ``expiration`` (loop time) unless answered by then.
-        Deadlines that come in order (one timeout for every query, as a resolver asks) share one
-        timer instead of a timer each; any other gets its own."""
-        deadlines = self._deadlines
-        if deadlines and expiration < deadlines[-1][0]:
-            loop.call_at(expiration, self._expire, pending)
+    def _resend(self, pending: _Pending) -> None:
+        """Its resend time has come and it is unanswered: send it again, and fail it at its
+        deadline unless answered by then."""
+        sock = pending.sock
+        if pending.done or pending.tcp or sock is None or sock.closed:  # (answered, over TCP, failed)
             return
-        deadlines.append((expiration, pending))
-        if self._sweep_at is None:
-            self._sweep_at = loop.call_at(expiration, self._sweep, loop, expiration)
+        pending.resent = True
+        self.resent += 1
+        sock.send(pending.wire)
+        loop = self._loop
+        assert loop is not None
+        self._deadlines.add(loop, pending.deadline, pending)
 
     def _expire(self, pending: _Pending) -> None:
-        if not pending.done and pending.sock is not None:  # (over TCP: its own timeout)
+        """Its deadline has come: fail it with a timeout unless answered, and free its ID."""
+        sock = pending.sock
+        if sock is None:
+            return
+        if not pending.done and not pending.tcp:  # (over TCP: its own timeout)
             self.settle(pending, dns.exception.Timeout(timeout=pending.timeout))
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
-        """Fail the queries whose deadline has come (the one this timer was set for, and any
-        earlier: the loop found it due), drop those answered, and set the timer again for the
-        next deadline."""
-        self._sweep_at = None
-        deadlines = self._deadlines
-        while deadlines and (deadlines[0][0] <= due or deadlines[0][1].done):
-            pending = deadlines.popleft()[1]
-            if not pending.done:
-                self._expire(pending)
-        if deadlines:
-            self._sweep_at = loop.call_at(deadlines[0][0], self._sweep, loop, deadlines[0][0])
+        if sock.pending.get(pending.query_id) is pending:
+            del sock.pending[pending.query_id]  # (no copy's reply is awaited any longer)
 
     def _open(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[_Socket]:
         """Open this server's sockets. Nameservers are IP addresses (``Nameserver.parse``): no
@@ -439,14 +462,57 @@ class MultiplexTransport:
 
     def close(self) -> None:
         """Close every socket (reopened on the next query)."""
-        if self._sweep_at is not None:
-            self._sweep_at.cancel()
-            self._sweep_at = None
-        self._deadlines.clear()  # (their queries are answered, or failed as their sockets close)
+        self._resends.clear()  # (their queries are answered, or failed as their sockets close)
+        self._deadlines.clear()
         sockets, self._sockets = self._sockets, {}
         for group in sockets.values():
             for sock in group:
                 sock.close()
+
+
+class _Timeline:
+    """Queries each handed to ``due`` at its time (loop time). Times that come in order (one
+    timeout for every query, as a resolver asks) share one timer instead of a timer each; any
+    other gets its own. ``drop_answered``: a query answered before its time is dropped instead."""
+
+    def __init__(self, due: Callable[[_Pending], None], *, drop_answered: bool) -> None:
+        self.due = due
+        self.drop_answered = drop_answered
+        self.entries: deque[tuple[float, _Pending]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, when: float, pending: _Pending) -> None:
+        entries = self.entries
+        if entries and when < entries[-1][0]:
+            loop.call_at(when, self._one, pending)
+            return
+        entries.append((when, pending))
+        if self.timer is None:
+            self.timer = loop.call_at(when, self._sweep, loop, when)
+
+    def _one(self, pending: _Pending) -> None:
+        if not (self.drop_answered and pending.done):
+            self.due(pending)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """Hand on the queries whose time has come (the one this timer was set for, and any
+        earlier: the loop found it due), drop those answered if asked to, and set the timer
+        again for the next time."""
+        self.timer = None
+        entries = self.entries
+        drop = self.drop_answered
+        while entries and (entries[0][0] <= now or (drop and entries[0][1].done)):
+            pending = entries.popleft()[1]
+            if not (drop and pending.done):
+                self.due(pending)
+        if entries:
+            self.timer = loop.call_at(entries[0][0], self._sweep, loop, entries[0][0])
+
+    def clear(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.entries.clear()
 
 
 def _connected(addresses: list[tuple]) -> socket.socket:  # type: ignore[type-arg]

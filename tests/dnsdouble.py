@@ -1,6 +1,7 @@
 """An in-process DNS server double for what a real server cannot be made to do per name.
 
-Timeouts, SERVFAIL, REFUSED, slow answers, forced truncation and garbage replies are configured per
+Timeouts, SERVFAIL, REFUSED, slow answers, a lost or late first datagram, forced truncation and
+garbage replies are configured per
 (name, type); everything else (record formats, CNAME chasing, NXDOMAIN vs no-data) belongs on the
 real server in ``tests/dnsserver.py``. Unconfigured names get REFUSED, so a test only passes for
 the lookups it configured. It listens on 127.0.0.1 (UDP and TCP, one free port) and counts the
@@ -59,6 +60,8 @@ class Mode(enum.StrEnum):
     DROP = "drop"  # never answers: the client times out
     TRUNCATE = "truncate"  # UDP: TC set and no records; TCP: the records in full
     GARBAGE = "garbage"  # bytes that are not a DNS message
+    LOSE_FIRST = "lose-first"  # UDP: the first query is not answered, later ones are (as ANSWER)
+    LATE_FIRST = "late-first"  # UDP: the first query is answered after the delay, later ones at once
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class DnsDouble:
     def __init__(self) -> None:
         self.rules: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], Rule] = {}
         self.counts: Counter[tuple[str, str, str]] = Counter()  # (name., TYPE, udp|tcp) -> queries
+        self.ids: list[tuple[str, str, str, int]] = []  # (name., TYPE, udp|tcp, query ID) as received
         self.malformed = 0  # datagrams or TCP messages that were not DNS queries
         self.overload = 0  # queries dropped because MAX_IN_FLIGHT were being answered
         self.errors: list[BaseException] = []  # unexpected failures inside the double
@@ -97,7 +101,7 @@ class DnsDouble:
         qname, qtype = dns.name.from_text(name), dns.rdatatype.RdataType.make(rdtype)
         rrset = None
         if rdata:
-            if mode not in (Mode.ANSWER, Mode.TRUNCATE):
+            if mode not in (Mode.ANSWER, Mode.TRUNCATE, Mode.LOSE_FIRST, Mode.LATE_FIRST):
                 raise ValueError(f"{mode} takes no records")
             rtype = qtype if rrtype is None else dns.rdatatype.RdataType.make(rrtype)
             rrset = dns.rrset.from_text_list(qname, ttl, dns.rdataclass.IN, rtype, list(rdata))
@@ -111,6 +115,14 @@ class DnsDouble:
     def delay(self, name: str, rdtype: str | int, seconds: float, *rdata: str, ttl: int = 300) -> None:
         """Answer like ``answer`` but only after ``seconds``."""
         self.set(name, rdtype, Mode.ANSWER, *rdata, ttl=ttl, delay=seconds)
+
+    def lose_first(self, name: str, rdtype: str | int, *rdata: str, ttl: int = 300) -> None:
+        """Over UDP, the first query is lost (never answered); later ones get these records."""
+        self.set(name, rdtype, Mode.LOSE_FIRST, *rdata, ttl=ttl)
+
+    def late_first(self, name: str, rdtype: str | int, seconds: float, *rdata: str, ttl: int = 300) -> None:
+        """Over UDP, the first query is answered after ``seconds``; later ones at once."""
+        self.set(name, rdtype, Mode.LATE_FIRST, *rdata, ttl=ttl, delay=seconds)
 
     def truncate(self, name: str, rdtype: str | int, *rdata: str, ttl: int = 300) -> None:
         """Over UDP: TC set and no records, whatever the size; over TCP: these records."""
@@ -245,8 +257,10 @@ class DnsDouble:
             self.malformed += 1
             return None
         question = query.question[0]
+        key = (_name_key(question.name), dns.rdatatype.to_text(question.rdtype), transport)
         with self._lock:
-            self.counts[(_name_key(question.name), dns.rdatatype.to_text(question.rdtype), transport)] += 1
+            self.counts[key] += 1
+            self.ids.append((*key, query.id))
         return query
 
     async def _reply(self, query: dns.message.Message, transport: str) -> bytes | None:
@@ -255,7 +269,10 @@ class DnsDouble:
         rule = self.rules.get((question.name, question.rdtype), Rule(Mode.REFUSED))
         if rule.mode is Mode.DROP:
             return None
-        if rule.delay:
+        first = transport == "udp" and self.count(question.name.to_text(), question.rdtype, "udp") == 1
+        if rule.mode is Mode.LOSE_FIRST and first:
+            return None
+        if rule.delay and (rule.mode is not Mode.LATE_FIRST or first):
             await asyncio.sleep(rule.delay)
         if rule.mode is Mode.GARBAGE:
             return struct.pack("!H", query.id) + GARBAGE_TAIL

@@ -577,3 +577,74 @@ async def test_a_server_port_with_nothing_listening_fails_each_lookup_with_the_r
     assert {a.status for a in answers} == {DnsStatus.ERROR}
     assert all("ConnectionRefusedError" in (a.detail or "") for a in answers)
     assert resolver.sent == 40
+
+
+async def test_a_lost_datagram_is_sent_again_within_the_try() -> None:
+    """The query is sent once more, same ID, after ``resend_after``: the lookup is answered by
+    its first try instead of timing out and being tried again."""
+    async with DnsDouble() as double:
+        double.lose_first("lost.example.test", "A", "192.0.2.7")
+        transport = MultiplexTransport(resend_after=0.05)
+        resolver = _resolver(*double.address, transport, timeout=5.0, tries=2)
+        found = await resolver.query(DnsQuery.of("lost.example.test", "A"))
+    assert found.status is DnsStatus.OK and found.records == ("192.0.2.7",)
+    assert resolver.sent == 1 and transport.resent == 1
+    ids = [i for name, _, _, i in double.ids if name == "lost.example.test."]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
+async def test_a_query_answered_in_time_is_not_sent_again() -> None:
+    async with DnsDouble() as double:
+        double.answer("quick.example.test", "A", "192.0.2.8")
+        transport = MultiplexTransport(resend_after=0.05)
+        resolver = _resolver(*double.address, transport, timeout=5.0)
+        found = await resolver.query(DnsQuery.of("quick.example.test", "A"))
+        await asyncio.sleep(0.2)  # (past the moment it would have been sent again)
+    assert found.status is DnsStatus.OK
+    assert double.count("quick.example.test", "A") == 1 and transport.resent == 0
+
+
+async def test_a_server_that_never_answers_gets_each_try_twice_and_the_timeout_stands() -> None:
+    async with DnsDouble() as double:
+        double.drop("silent.example.test", "A")
+        transport = MultiplexTransport(resend_after=0.05)
+        resolver = _resolver(*double.address, transport, timeout=0.3, tries=2)
+        found = await resolver.query(DnsQuery.of("silent.example.test", "A"))
+    assert found.status is DnsStatus.TIMEOUT and found.detail == "no answer within 0.3 s"
+    assert double.count("silent.example.test", "A") == 4 and transport.resent == 2
+
+
+async def test_the_other_copys_late_reply_is_not_taken_for_a_later_query(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query sent twice keeps its ID after it is answered, until the other copy's reply: a
+    query asked meanwhile gets another ID (here every ID drawn is 7, so it would get the same)
+    and is not failed by that reply (a reply to another question)."""
+    import auditor.dnsfast as dnsfast
+
+    monkeypatch.setattr(dnsfast, "_ids", iter([7] * (2 + dnsfast.MAX_ID_DRAWS)))
+    async with DnsDouble() as double:
+        double.late_first("first.example.test", "A", 0.3, "192.0.2.1")  # the first copy's reply: late
+        double.delay("second.example.test", "A", 0.5, "192.0.2.2")  # after that late reply
+        host, port = double.address
+        transport = MultiplexTransport(sockets_per_server=1, resend_after=0.05)
+        replies: dict[str, object] = {}
+        done = asyncio.Event()
+
+        def second(result: object, tcp: bool) -> None:
+            replies["second"] = result
+            done.set()
+
+        def first(result: object, tcp: bool) -> None:
+            replies["first"] = result  # (asked here, before the idle sockets would be closed)
+            transport.submit(dns.name.from_text("second.example.test").labels, dns.rdatatype.A,
+                             host, port, 2.0, second)
+
+        transport.submit(dns.name.from_text("first.example.test").labels, dns.rdatatype.A,
+                         host, port, 2.0, first)
+        await asyncio.wait_for(done.wait(), 5)
+        transport.close()
+    assert isinstance(replies["first"], ReplySummary) and replies["first"].records == ("192.0.2.1",)
+    assert isinstance(replies["second"], ReplySummary), replies["second"]
+    assert replies["second"].records == ("192.0.2.2",)
+    ids = {(name, i) for name, _, _, i in double.ids}
+    assert ("first.example.test.", 7) in ids and ("second.example.test.", 7) not in ids
