@@ -18,6 +18,9 @@ REPORT_SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Report:
+    """One audit of a snapshot: its findings, the gateway they were judged against, and any
+    plugin that failed to load."""
+
     snapshot: Snapshot
     gateway: GatewayContext
     findings: tuple[Finding, ...]

@@ -73,6 +73,8 @@ def read_domains(lines: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]
 
 @dataclass(frozen=True)
 class DomainResult:
+    """One domain of a bulk run: the gateway recognised from its MX and its findings."""
+
     domain: str
     gateway: GatewayContext
     findings: tuple[Finding, ...]
@@ -80,6 +82,9 @@ class DomainResult:
 
 @dataclass(frozen=True)
 class BulkReport:
+    """A bulk run judged in one process: each domain's result, the list entries that were not
+    domains, and the resolvers asked."""
+
     results: tuple[DomainResult, ...]
     rejected: tuple[tuple[str, str], ...]
     registry: Registry

@@ -39,6 +39,8 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class AuditContext:
+    """What one audit's checks are run against: the evidence, the gateway and the audit's time."""
+
     evidence: EvidenceStore
     gateway: GatewayContext
     as_of: datetime

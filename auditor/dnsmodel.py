@@ -128,6 +128,9 @@ class DnsQuery(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class DnsAnswer:
+    """One DNS lookup as it ended (answered or not), recorded so an offline re-audit reads the
+    same."""
+
     query: DnsQuery
     status: DnsStatus
     records: tuple[str, ...] = ()  # rdata in presentation format

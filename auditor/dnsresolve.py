@@ -35,6 +35,8 @@ MAX_ALIASES = 8  # CNAME hops followed when the server answers with an alias onl
 
 @dataclass(frozen=True, slots=True)
 class Nameserver:
+    """A DNS server to ask (an IP address and port: no name to resolve first)."""
+
     host: str
     port: int = 53
 

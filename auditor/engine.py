@@ -71,12 +71,16 @@ class Status(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reference:
+    """A page a finding cites (the vendor's or standard's own words)."""
+
     title: str
     url: str
 
 
 @dataclass(frozen=True, slots=True)
 class Remediation:
+    """How to fix what a check finds, in words and as a command to run."""
+
     text: str
     powershell: str = ""
 
@@ -92,6 +96,9 @@ class Mappings:
 
 @dataclass(frozen=True, slots=True)
 class CheckMeta:
+    """What a check is, kept beside its function: id, title, risk, fix, references, mappings and
+    the evidence it reads."""
+
     id: str
     title: str
     severity: Severity
@@ -169,6 +176,8 @@ CheckFunc = Callable[["CheckContext"], Iterable[Result]]
 
 @dataclass(frozen=True, slots=True)
 class Check:
+    """A check's function with its metadata and where it came from (built in, or a plugin)."""
+
     meta: CheckMeta
     func: CheckFunc
     origin: str = "builtin"
@@ -241,6 +250,8 @@ class PluginProblem:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
+    """The checks found through the entry points, and the plugins that could not be loaded."""
+
     checks: tuple[Check, ...]
     problems: tuple[PluginProblem, ...] = ()
 
@@ -296,6 +307,9 @@ def discover(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One result of a check about one resource, with its evidence; the fingerprint stays the
+    same from one audit to the next."""
+
     check_id: str
     title: str
     severity: Severity

@@ -62,6 +62,8 @@ Deployment = Literal["mx", "api", "exchange-online"]
 
 @dataclass(frozen=True, slots=True)
 class Provenance:
+    """Where and when a profile's published ranges were read, and how sure that source is."""
+
     url: str | None
     as_of: date | None
     confidence: str
@@ -79,6 +81,10 @@ class RangeGroup:
 
 @dataclass(frozen=True)
 class GatewayProfile:
+    """What identifies one gateway product (MX hosts, SPF includes, smart hosts, certificate
+    names, header stamps, DKIM selectors, ARC sealers, delivery ranges) and where each fact
+    comes from."""
+
     id: str
     name: str
     vendor: str

@@ -47,6 +47,8 @@ def parse_tags(text: str, version_tag: str, version: str) -> TagRecord:
 
 @dataclass(frozen=True, slots=True)
 class Dmarc:
+    """A DMARC record read: its policies and percentage (RFC 7489 defaults applied)."""
+
     record: TagRecord
     policy: str | None  # p
     subdomain_policy: str | None  # sp, defaulting to p

@@ -116,6 +116,9 @@ def _actual_key(raw: Mapping[str, Any], name: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportRule(ExoObject):
+    """A mail flow rule: the commonest way to wave mail past filtering (SCL -1, a bypass header)
+    on a condition an outsider can satisfy."""
+
     CMDLET: ClassVar[str] = "Get-TransportRule"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -193,6 +196,9 @@ class TransportRule(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InboundConnector(ExoObject):
+    """An inbound connector: how Exchange Online recognises the gateway's mail, and whether it
+    accepts mail from anywhere else."""
+
     CMDLET: ClassVar[str] = "Get-InboundConnector"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -222,6 +228,9 @@ class InboundConnector(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundConnector(ExoObject):
+    """An outbound connector: where Exchange Online sends mail (the gateway, or a smart host
+    nobody vetted)."""
+
     CMDLET: ClassVar[str] = "Get-OutboundConnector"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -247,6 +256,8 @@ class OutboundConnector(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AcceptedDomain(ExoObject):
+    """A domain the tenant receives mail for: each one's MX, SPF and DMARC are checked."""
+
     CMDLET: ClassVar[str] = "Get-AcceptedDomain"
     Name: str | None = prop()
     DomainName: str | None = prop()
@@ -260,6 +271,9 @@ class AcceptedDomain(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteDomain(ExoObject):
+    """Settings for mail to an outside domain (``*`` for all): whether automatic forwarding
+    is allowed there."""
+
     CMDLET: ClassVar[str] = "Get-RemoteDomain"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -272,6 +286,9 @@ class RemoteDomain(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrganizationConfig(ExoObject):
+    """Tenant-wide settings read here: whether Direct Send is refused and whether mailbox
+    auditing is off."""
+
     CMDLET: ClassVar[str] = "Get-OrganizationConfig"
     Name: str | None = prop()
     DisplayName: str | None = prop()
@@ -283,6 +300,8 @@ class OrganizationConfig(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportConfig(ExoObject):
+    """Tenant-wide transport settings read here: SMTP AUTH and where journal NDRs go."""
+
     CMDLET: ClassVar[str] = "Get-TransportConfig"
     SmtpClientAuthenticationDisabled: bool | None = prop()
     JournalingReportNdrTo: str | None = prop()
@@ -291,6 +310,9 @@ class TransportConfig(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostedConnectionFilterPolicy(ExoObject):
+    """A connection filter policy: its IP allow list lets mail from those addresses skip spam
+    filtering."""
+
     CMDLET: ClassVar[str] = "Get-HostedConnectionFilterPolicy"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -303,6 +325,8 @@ class HostedConnectionFilterPolicy(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostedContentFilterPolicy(ExoObject):
+    """An anti-spam policy: its allowed senders and domains skip spam filtering."""
+
     CMDLET: ClassVar[str] = "Get-HostedContentFilterPolicy"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -316,6 +340,8 @@ class HostedContentFilterPolicy(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostedOutboundSpamFilterPolicy(ExoObject):
+    """An outbound spam policy: whether mail may be forwarded out automatically."""
+
     CMDLET: ClassVar[str] = "Get-HostedOutboundSpamFilterPolicy"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -326,6 +352,9 @@ class HostedOutboundSpamFilterPolicy(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JournalRule(ExoObject):
+    """A journal rule: a copy of matching mail goes to its address (outside the tenant, it
+    leaks every message)."""
+
     CMDLET: ClassVar[str] = "Get-JournalRule"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -338,6 +367,9 @@ class JournalRule(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DkimSigningConfig(ExoObject):
+    """A domain's DKIM signing in Exchange Online: compared with the selector records DNS
+    publishes."""
+
     CMDLET: ClassVar[str] = "Get-DkimSigningConfig"
     Name: str | None = prop()
     Domain: str | None = prop()
@@ -354,6 +386,9 @@ class DkimSigningConfig(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TenantAllowBlockListItem(ExoObject):
+    """An entry of the Tenant Allow/Block List (sender, URL or file): an allow entry lets mail
+    through filtering."""
+
     CMDLET: ClassVar[str] = "Get-TenantAllowBlockListItems"
     Identity: str | None = prop()
     Value: str | None = prop()
@@ -387,6 +422,8 @@ class TenantAllowBlockListSpoofItem(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mailbox(ExoObject):
+    """A mailbox and where it forwards mail (perhaps outside the tenant, past the gateway)."""
+
     CMDLET: ClassVar[str] = "Get-Mailbox"
     Identity: str | None = prop()
     Name: str | None = prop()
@@ -407,6 +444,9 @@ class Mailbox(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InboxRule(ExoObject):
+    """A mailbox's inbox rule: one that forwards or redirects out is a way to take mail out
+    unseen."""
+
     CMDLET: ClassVar[str] = "Get-InboxRule"
     Name: str | None = prop()
     Identity: str | None = prop()
@@ -430,6 +470,9 @@ class InboxRule(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManagementRoleAssignment(ExoObject):
+    """Who holds an admin role (directly or through a group or policy): who can change mail
+    flow."""
+
     CMDLET: ClassVar[str] = "Get-ManagementRoleAssignment"
     Name: str | None = prop()
     Role: str | None = prop()
@@ -444,6 +487,8 @@ class ManagementRoleAssignment(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApplicationAccessPolicy(ExoObject):
+    """Which mailboxes an application may reach (one that no policy names reaches them all)."""
+
     CMDLET: ClassVar[str] = "Get-ApplicationAccessPolicy"
     AppId: str | None = prop()
     ScopeIdentity: str | None = prop()
@@ -454,6 +499,8 @@ class ApplicationAccessPolicy(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArcConfig(ExoObject):
+    """The domains whose ARC seals Exchange Online trusts (the gateway's, if it rewrites mail)."""
+
     CMDLET: ClassVar[str] = "Get-ArcConfig"
     Identity: str | None = prop()
     ArcTrustedSealers: tuple[str, ...] = multi()  # one comma-separated string as the cmdlet shows it
@@ -538,6 +585,8 @@ class SecOpsOverrideRule(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminAuditLogConfig(ExoObject):
+    """Whether admin actions reach the unified audit log (where CHG-001 finds who changed what)."""
+
     CMDLET: ClassVar[str] = "Get-AdminAuditLogConfig"
     Identity: str | None = prop()
     UnifiedAuditLogIngestionEnabled: bool | None = prop()
@@ -547,6 +596,8 @@ class AdminAuditLogConfig(ExoObject):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MailboxAuditBypassAssociation(ExoObject):
+    """An account whose mailbox actions are never audited."""
+
     CMDLET: ClassVar[str] = "Get-MailboxAuditBypassAssociation"
     Name: str | None = prop()
     Identity: str | None = prop()

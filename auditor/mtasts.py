@@ -10,6 +10,8 @@ MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 3.3: senders may refuse larger policies
 
 @dataclass(frozen=True, slots=True)
 class MtaStsPolicy:
+    """An MTA-STS policy file read (RFC 8461 3.2), with what is wrong with it."""
+
     version: str | None
     mode: str | None
     mx: tuple[str, ...]

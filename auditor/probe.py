@@ -164,6 +164,8 @@ class ProbeRequest:
 
 @dataclass(frozen=True)
 class Reply:
+    """One SMTP reply: its code and text lines."""
+
     code: int
     lines: tuple[str, ...]
 

@@ -244,6 +244,8 @@ class _Token:
 
 @dataclass(frozen=True, slots=True)
 class _Term:
+    """One mechanism or modifier of a record, parsed once however many records share it."""
+
     text: str
     name: str  # lower-case mechanism or modifier name
     modifier: bool
@@ -258,6 +260,8 @@ class _Term:
 
 @dataclass(frozen=True, slots=True)
 class _Record:
+    """An SPF record parsed: its mechanisms in order and its modifiers."""
+
     text: str
     mechanisms: tuple[_Term, ...]
     redirect: _Term | None
@@ -503,6 +507,9 @@ class _Abort(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
+    """What evaluating one record gave: the result, the mechanism that matched, and where to
+    find the explanation of a fail."""
+
     result: ResultCode
     mechanism: str | None
     exp: tuple[str, _Term] | None  # (domain, exp modifier) of the record that gave "fail"

@@ -82,6 +82,9 @@ class Condition:
 
 @dataclass(frozen=True)
 class ConditionAnalysis:
+    """A rule's conditions, each marked as one an outsider can or cannot satisfy, and the
+    sender ranges that are not the gateway's."""
+
     conditions: tuple[Condition, ...]
     unknown_ranges: tuple[str, ...] = ()  # SenderIpRanges entries that are not the gateway's
     exchange_online_ranges: tuple[str, ...] = ()  # entries inside Exchange Online's own ranges

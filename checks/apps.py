@@ -120,6 +120,9 @@ class AppAccess:
 
 @dataclass
 class Inventory:
+    """The applications holding mail permissions, and the grants whose permission could not be
+    named."""
+
     apps: dict[str, AppAccess]  # by service principal object id (lower case)
     unresolved: list[Result]  # assignments whose permission could not be named
 

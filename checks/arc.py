@@ -100,6 +100,8 @@ def add_sealer_command(config: ArcConfig | None, domain: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TrustedSealer:
+    """One trusted ARC sealer domain and the ArcTrustedSealers value it was read from."""
+
     config: ArcConfig
     domain: str
     raw: str  # the value of ArcTrustedSealers it was read from

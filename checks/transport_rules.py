@@ -422,6 +422,8 @@ _HEADER_OR_SCOPE = {"HeaderContains", "HeaderMatches", "FromScope", "SentToScope
 
 @dataclass(frozen=True)
 class _HeaderPredicate:
+    """A rule condition on a message header: the header and the values that match."""
+
     header: str
     values: tuple[str, ...]
     exception: bool
