@@ -26,6 +26,7 @@ from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus
 from .dnswire import ReplySummary, name_labels, summarize
 from .errors import InputError
 from .frozen import built_directly
+from .netutil import split_host_port
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_TRIES = 2
@@ -48,26 +49,12 @@ class Nameserver:
         """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address."""
         import ipaddress
 
-        value = text.strip()
-        host, port = value, 53
-        if value.startswith("["):
-            host, _, rest = value[1:].partition("]")
-            if rest.startswith(":"):
-                port = _port(rest[1:], text)
-        elif value.count(":") == 1:
-            host, port_text = value.split(":")
-            port = _port(port_text, text)
+        host, port = split_host_port(text, 53, "--nameserver")
         try:
             ipaddress.ip_address(host)
         except ValueError:
             raise InputError(f"--nameserver {text!r}: expected an IP address, optionally :PORT") from None
         return cls(host, port)
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise InputError(f"--nameserver {whole!r}: {text!r} is not a port number")
-    return int(text)
 
 
 def system_nameservers() -> list[Nameserver]:

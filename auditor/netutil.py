@@ -12,7 +12,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import InputError
+
 Family = Literal[4, 6]
+
+
+def split_host_port(text: str, default_port: int, option: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address, as given to ``option``
+    -> (host, port); the host is the caller's to check. A malformed port is an ``InputError``."""
+    host, port = text.strip(), default_port
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise InputError(f"{option} {text!r}: expected [ADDRESS]:PORT")
+            port = _port(rest[1:], text, option)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _port(port_text, text, option)
+    return host, port
+
+
+def _port(text: str, given: str, option: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"{option} {given!r}: {text!r} is not a port number")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

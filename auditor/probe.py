@@ -31,6 +31,7 @@ from . import __version__
 from .errors import InputError
 from .evidence import SPECS, EvidenceStore, parse_evidence
 from .models import ProbeStep, ProbeTranscript
+from .netutil import split_host_port
 from .snapshot import MANIFEST, EvidenceItem, ExtraFile, Snapshot, manifest_digest, verify_snapshot
 
 PROBE_KEY = "Probe-SMTP"
@@ -114,29 +115,12 @@ def endpoint_for(domain: str) -> str:
 
 def parse_host(text: str) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
-    port = SMTP_PORT
-    host = text.strip()
-    if host.startswith("["):
-        inside, _, rest = host[1:].partition("]")
-        host = inside
-        if rest:
-            if not rest.startswith(":"):
-                raise InputError(f"--host {text!r}: expected [ADDRESS]:PORT")
-            port = _port(rest[1:], text)
-    elif host.count(":") == 1:
-        host, raw_port = host.split(":")
-        port = _port(raw_port, text)
+    host, port = split_host_port(text, SMTP_PORT, "--host")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         host = check_domain(host, "--host")
     return host, port
-
-
-def _port(text: str, given: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise InputError(f"--host {given!r}: {text!r} is not a port number")
-    return int(text)
 
 
 @dataclass(frozen=True)

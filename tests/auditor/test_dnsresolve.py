@@ -111,7 +111,7 @@ def test_nameserver_option_forms(text: str, server: str) -> None:
     assert str(Nameserver.parse(text)) == server
 
 
-@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:http", "[::1]:99999"])
+@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:http", "[::1]:99999", "[::1]x"])
 def test_bad_nameserver_option_is_an_input_error(text: str) -> None:
     with pytest.raises(InputError, match="--nameserver"):
         Nameserver.parse(text)
