@@ -320,8 +320,7 @@ class MultiplexTransport:
 
     ``submit`` sends a query and calls back when it ends, from the handler that read the reply
     (or the timer that saw its deadline pass): no task, coroutine or future per query, which
-    in bulk (hundreds of thousands of queries) was most of the client's time. ``exchange`` is
-    the same as a coroutine."""
+    in bulk (hundreds of thousands of queries) was most of the client's time."""
 
     def __init__(self, sockets_per_server: int = SOCKETS_PER_SERVER, fast_decode: bool = True,
                  resend_after: float = RESEND_AFTER) -> None:
@@ -370,22 +369,6 @@ class MultiplexTransport:
         pending.deadline = now + timeout
         resend_after = self.resend_after
         self._resends.add(loop, now + (resend_after if timeout > 2 * resend_after else timeout / 2), pending)
-
-    async def exchange(self, labels: tuple[bytes, ...], rdtype: dns.rdatatype.RdataType, host: str,
-                       port: int, timeout: float) -> tuple[Reply, bool]:
-        """``submit`` as a coroutine: ``(reply, over_tcp)``, or raises what the query ended with."""
-        future: asyncio.Future[tuple[Reply | BaseException, bool]] = \
-            asyncio.get_running_loop().create_future()
-
-        def settled(result: Reply | BaseException, tcp: bool) -> None:
-            if not future.done():
-                future.set_result((result, tcp))
-
-        self.submit(labels, rdtype, host, port, timeout, settled)
-        result, tcp = await future
-        if isinstance(result, BaseException):
-            raise result
-        return result, tcp
 
     def settle(self, pending: _Pending, result: Reply | BaseException, tcp: bool = False) -> None:
         """End a query (once): forget it, and tell its caller."""
