@@ -57,6 +57,20 @@ class Nameserver:
         return cls(host, port)
 
 
+async def silent_nameservers(nameservers: Sequence[Nameserver], name: str,
+                             timeout: float) -> list[tuple[Nameserver, DnsAnswer]]:
+    """The servers that send no usable reply (a timeout or an error: nothing listens, the
+    network fails, the reply is not DNS) to one query for ``name``'s MX, each asked once, all at
+    once, with what each said. Any DNS reply counts as an answer, a refusal or SERVFAIL too."""
+
+    async def ask(server: Nameserver) -> tuple[Nameserver, DnsAnswer]:
+        return server, await Resolver([server], timeout=timeout, tries=1).query(DnsQuery.of(name, "MX"))
+
+    asked = await asyncio.gather(*(ask(server) for server in nameservers))
+    return [(server, answer) for server, answer in asked
+            if answer.status in (DnsStatus.TIMEOUT, DnsStatus.ERROR)]
+
+
 def system_nameservers() -> list[Nameserver]:
     """The machine's resolvers (read when asked, never at import)."""
     from dns import resolver  # (it imports all of dnspython's query machinery: only when asked)
