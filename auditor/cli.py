@@ -333,8 +333,7 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
         click.echo(f"skipped {_terminal_safe(entry)!r}: {reason}", err=True)
     if not wanted:
         raise InputError(f"{source}: no domain to audit")
-    servers = _answering([Nameserver.parse(n) for n in nameservers] or system_nameservers(),
-                         wanted[0], dns_timeout)
+    servers = _answering([Nameserver.parse(n) for n in nameservers] or system_nameservers(), dns_timeout)
     registry = _registry()  # fail early, in this process, when no check is registered
     if jobs is None:
         jobs = (os.cpu_count() or 1) if len(wanted) >= PARALLEL_FROM else 1
@@ -368,19 +367,20 @@ def domains(source: str, formats: str | None, out: Path | None, fail_on: str,
         sys.exit(EXIT_FINDINGS)
 
 
-def _answering(servers: list[Nameserver], domain: str, timeout: float) -> list[Nameserver]:
-    """The servers that answer a first query (the list's first domain's MX), said on the
-    terminal of those that do not: a bulk run asking a server that never answers would wait out
-    every lookup's timeouts (for 10,000 domains, about twenty minutes) to report nothing."""
+def _answering(servers: list[Nameserver], timeout: float) -> list[Nameserver]:
+    """The servers that reply to a first query (the root's NS, see ``silent_nameservers``),
+    said on the terminal of those that do not: a bulk run asking a server that never replies
+    would wait out every lookup's timeouts (for 10,000 domains, about twenty minutes) to report
+    nothing."""
     if not servers:
         return servers  # (the resolver says there is no server to ask)
-    silent = asyncio.run(silent_nameservers(servers, domain, timeout))
-    said = [f"{server} ({answer.status.value}: {answer.detail})" for server, answer in silent]
+    silent = asyncio.run(silent_nameservers(servers, timeout))
+    said = [f"{server} ({why})" for server, why in silent]
     if len(silent) == len(servers):
-        raise InputError(f"no DNS server answered a first query (MX of {domain}): "
+        raise InputError(f"no DNS server replied to a first query (NS of the root): "
                          f"{'; '.join(said)}; check --nameserver or the network")
     for text in said:
-        click.echo(f"DNS server {text} did not answer a first query: not used", err=True)
+        click.echo(f"DNS server {text} did not reply to a first query: not used", err=True)
     unused = {server for server, _ in silent}
     return [server for server in servers if server not in unused]
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import lru_cache, partial
 
 import dns.exception
+import dns.name
 import dns.rcode
 import dns.rdatatype
 
@@ -57,18 +58,28 @@ class Nameserver:
         return cls(host, port)
 
 
-async def silent_nameservers(nameservers: Sequence[Nameserver], name: str,
-                             timeout: float) -> list[tuple[Nameserver, DnsAnswer]]:
-    """The servers that send no usable reply (a timeout or an error: nothing listens, the
-    network fails, the reply is not DNS) to one query for ``name``'s MX, each asked once, all at
-    once, with what each said. Any DNS reply counts as an answer, a refusal or SERVFAIL too."""
-
-    async def ask(server: Nameserver) -> tuple[Nameserver, DnsAnswer]:
-        return server, await Resolver([server], timeout=timeout, tries=1).query(DnsQuery.of(name, "MX"))
-
-    asked = await asyncio.gather(*(ask(server) for server in nameservers))
-    return [(server, answer) for server, answer in asked
-            if answer.status in (DnsStatus.TIMEOUT, DnsStatus.ERROR)]
+async def silent_nameservers(nameservers: Sequence[Nameserver],
+                             timeout: float) -> list[tuple[Nameserver, str]]:
+    """The servers that send no DNS reply (none in time, nothing listening, a reply that is not
+    an answer to the question) to one query for the root's NS, with why; all asked at once. A
+    recursive server answers it from its cache and any other refuses it at once: a slow or
+    broken domain cannot make a working server look silent. Any reply counts, a refusal too."""
+    transport = MultiplexTransport(sockets_per_server=1)
+    loop = asyncio.get_running_loop()
+    replies: list[asyncio.Future[Reply | BaseException]] = []
+    for server in nameservers:
+        reply: asyncio.Future[Reply | BaseException] = loop.create_future()
+        transport.submit(dns.name.root.labels, dns.rdatatype.NS, server.host, server.port, timeout,
+                         lambda result, tcp, reply=reply: reply.set_result(result))
+        replies.append(reply)
+    silent = []
+    for server, result in zip(nameservers, await asyncio.gather(*replies), strict=True):
+        if isinstance(result, dns.exception.Timeout):
+            silent.append((server, f"no reply within {timeout:g} s"))
+        elif isinstance(result, BaseException):
+            silent.append((server, f"{type(result).__name__}: {result}"))
+    transport.close()
+    return silent
 
 
 def system_nameservers() -> list[Nameserver]:
