@@ -597,12 +597,19 @@ async def test_a_lost_datagram_is_sent_again_within_the_try() -> None:
 async def test_a_query_answered_in_time_is_not_sent_again() -> None:
     async with DnsDouble() as double:
         double.answer("quick.example.test", "A", "192.0.2.8")
+        double.drop("held.example.test", "A")  # (in flight throughout: the transport stays open)
+        host, port = double.address
         transport = MultiplexTransport(resend_after=0.05)
-        resolver = _resolver(*double.address, transport, timeout=5.0)
-        found = await resolver.query(DnsQuery.of("quick.example.test", "A"))
-        await asyncio.sleep(0.2)  # (past the moment it would have been sent again)
-    assert found.status is DnsStatus.OK
-    assert double.count("quick.example.test", "A") == 1 and transport.resent == 0
+        quick: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        transport.submit(dns.name.from_text("held.example.test").labels, dns.rdatatype.A, host, port,
+                         5.0, lambda result, tcp: None)
+        transport.submit(dns.name.from_text("quick.example.test").labels, dns.rdatatype.A, host, port,
+                         5.0, lambda result, tcp: quick.set_result(result))
+        assert isinstance(await quick, ReplySummary)
+        await asyncio.sleep(0.2)  # (past the moment each would be sent again)
+        transport.close()
+    assert double.count("quick.example.test", "A") == 1
+    assert double.count("held.example.test", "A") == 2 and transport.resent == 1
 
 
 async def test_a_server_that_never_answers_gets_each_try_twice_and_the_timeout_stands() -> None:
