@@ -7,18 +7,17 @@ import csv
 import importlib
 import io
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dns.message
 import pytest
 
 from auditor.bulk import read_domains
 from auditor.cli import main
 from auditor.engine import Severity
+from tests.dnsdouble import DnsDouble
 from tests.dnsserver import KnotFactory
 
 from .conftest import REPO
@@ -122,45 +121,38 @@ def test_an_empty_list_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.fixture
-def silent() -> Iterator[socket.socket]:
-    """A UDP port on loopback that takes queries and never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
+def silent() -> Iterator[DnsDouble]:
+    """A DNS server on loopback that never replies to the first query (the root's NS)."""
+    with DnsDouble() as double:
+        double.drop(".", "NS")
+        yield double
 
 
-def _asked(sock: socket.socket) -> list[str]:
-    """The names of the queries the socket received."""
-    names = []
-    while True:
-        try:
-            names.append(dns.message.from_wire(sock.recv(65535)).question[0].name.to_text())
-        except BlockingIOError:
-            return names
+def _asked(double: DnsDouble) -> set[str]:
+    """The names the server was asked."""
+    return {name for name, _, _ in double.counts}
 
 
 def test_a_server_that_never_answers_ends_the_run_at_once(
-        silent: socket.socket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        silent: DnsDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Not twenty minutes of timeouts for 10,000 not-evaluated domains: one query, then an error."""
     listing = tmp_path / "domains.txt"
     listing.write_text("contoso.com\nnorthwindtraders.com\n")
-    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    address = f"{silent.address[0]}:{silent.address[1]}"
     code, _, err = run(["domains", str(listing), "--nameserver", address, "--dns-timeout", "0.2",
                         "--out", str(tmp_path / "out")], capsys)
     assert code == 3, err
     assert f"no DNS server replied to a first query (NS of the root): {address} (no reply within " \
            "0.2 s); check --nameserver" in err
     assert not (tmp_path / "out").exists()
-    assert set(_asked(silent)) == {"."}
+    assert _asked(silent) == {"."}
 
 
 def test_a_server_that_never_answers_beside_one_that_does_is_left_out(
-        server: str, silent: socket.socket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        server: str, silent: DnsDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     listing = tmp_path / "domains.txt"
     listing.write_text("contoso.com\nnorthwindtraders.com\n")
-    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    address = f"{silent.address[0]}:{silent.address[1]}"
     code, out, err = run(["domains", str(listing), "--nameserver", address, "--nameserver", server,
                           "--dns-timeout", "0.2", "--format", "json"], capsys)
     assert code == 0, err
@@ -168,7 +160,7 @@ def test_a_server_that_never_answers_beside_one_that_does_is_left_out(
     data = json.loads(out)
     assert data["resolvers"] == [server]
     assert not [f for f in data["findings"] if f["status"] == "not_evaluated" and f["check_id"] != "DNS-001"]
-    assert set(_asked(silent)) == {"."}  # (the first query only, never the run's)
+    assert _asked(silent) == {"."}  # (the first query only, never the run's)
 
 
 def test_csv_cells_cannot_carry_spreadsheet_formulas() -> None:
