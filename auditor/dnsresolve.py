@@ -387,5 +387,3 @@ def iso_time(ns: int) -> str:
         _second_text = (second, datetime.fromtimestamp(second, UTC).isoformat()[:19])
     text = _second_text[1]
     return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
-
-
