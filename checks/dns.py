@@ -335,15 +335,18 @@ def dmarc_policy(ctx: CheckContext) -> Iterator[Result]:
         elif policy == "none":
             yield result(Status.FAIL, resource, f"DMARC policy is none ({origin}): spoofed mail is "
                          "reported, not refused", ref, severity=Severity.MEDIUM, key=name)
-        elif dmarc.pct < 100:
-            yield result(Status.WARN, resource, f"DMARC p={policy} applies to only {dmarc.pct}% "
-                         f"of failing mail ({origin})", ref, severity=Severity.MEDIUM, key=name)
-        elif not inherited and policy_rank(dmarc.subdomain_policy) < policy_rank(dmarc.policy):
-            yield result(Status.WARN, resource, f"subdomains get a weaker policy "
-                         f"(sp={dmarc.subdomain_policy}) than the domain (p={dmarc.policy})",
-                         ref, severity=Severity.MEDIUM, key=name)
         else:
-            yield result(Status.PASS, resource, f"DMARC p={policy} ({origin})", ref, key=name)
+            weaker = []  # every weakness is named, not only the first found
+            if dmarc.pct < 100:
+                weaker.append(f"DMARC p={policy} applies to only {dmarc.pct}% of failing mail ({origin})")
+            if not inherited and policy_rank(dmarc.subdomain_policy) < policy_rank(dmarc.policy):
+                weaker.append(f"subdomains get a weaker policy (sp={dmarc.subdomain_policy}) than "
+                              f"the domain (p={dmarc.policy})")
+            if weaker:
+                yield result(Status.WARN, resource, "; ".join(weaker), ref, severity=Severity.MEDIUM,
+                             key=name)
+            else:
+                yield result(Status.PASS, resource, f"DMARC p={policy} ({origin})", ref, key=name)
 
 
 @check(
@@ -505,6 +508,10 @@ def _chain(chain: tuple[str, ...]) -> str:
     return " -> ".join(chain)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 @check(
     id="DNS-003",
     title="SPF is broken (permerror or temperror) or missing",
@@ -542,16 +549,19 @@ def spf_valid(ctx: CheckContext) -> Iterator[Result]:
         if failed:
             yield failed
             continue
-        counts = f"{tree.lookups} DNS-querying terms (limit 10), {tree.void_lookups} void lookups (limit 2)"
+        counts = (f"{_count(tree.lookups, 'DNS-querying term')} (limit 10), "
+                  f"{_count(tree.void_lookups, 'void lookup')} (limit 2)")
         if tree.result == "none":
             yield result(Status.WARN, resource, "no SPF record: receivers cannot tell mail forged "
                          "in the domain's name from real mail", _spf_ref(dd), severity=Severity.MEDIUM,
                          key=name)
         elif tree.result == "permerror":
-            chains = [f"{p.message} (via {_chain(p.chain)})" for p in tree.problems
-                      if p.severity == "permerror"]
-            yield result(Status.FAIL, resource, f"SPF permerror: {tree.problem}; {counts}"
-                         + (f"; {'; '.join(chains[:3])}" if chains else ""), _spf_ref(dd), key=name)
+            # Each cause once, with the includes that led to it (none for the domain's own record).
+            causes = [p.message if len(p.chain) == 1 else f"{p.message} (via {_chain(p.chain)})"
+                      for p in tree.problems if p.severity == "permerror"]
+            more = f"; and {len(causes) - 3} more" if len(causes) > 3 else ""
+            yield result(Status.FAIL, resource, f"SPF permerror: {'; '.join(causes[:3])}{more}; {counts}",
+                         _spf_ref(dd), key=name)
         elif tree.result == "temperror":
             yield result(Status.WARN, resource, f"SPF temperror while collecting: {tree.problem} "
                          "(a DNS failure: audit again to see whether it persists)", _spf_ref(dd),

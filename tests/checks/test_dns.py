@@ -380,6 +380,28 @@ def test_dns003_include_loop_fails() -> None:
     assert_points_at(found, dd, DOMAIN, "TXT")
 
 
+def test_dns003_names_each_permerror_once_with_the_includes_that_led_to_it() -> None:
+    dd = recorded(spf("v=spf1 include:a.spf.example include:b.spf.example -all"),
+                  txt("a.spf.example", "v=spf1 include:c.spf.example -all"),
+                  txt("c.spf.example", "v=spf1 include:a.spf.example -all"),
+                  txt("b.spf.example", "v=spf1 ip4:192.0.2.0/24 -all", "v=spf1 -all"))
+    found = only(run(dns.spf_valid, dd))
+    assert found.status is Status.FAIL
+    loop = "include loop: a.spf.example -> c.spf.example -> a.spf.example"
+    twice = "b.spf.example publishes 2 SPF records"
+    assert found.message.count(loop) == 1 and found.message.count(twice) == 1, found.message
+    assert f"(via {DOMAIN} -> a.spf.example -> c.spf.example)" in found.message
+    assert f"(via {DOMAIN} -> b.spf.example)" in found.message
+    assert found.message.endswith("4 DNS-querying terms (limit 10), 0 void lookups (limit 2)")
+
+
+def test_dns003_a_cause_in_the_domains_own_record_has_no_chain() -> None:
+    dd = recorded(txt(DOMAIN, "v=spf1 -all", "v=spf1 +all"))
+    found = only(run(dns.spf_valid, dd))
+    assert found.message == (f"SPF permerror: {DOMAIN} publishes 2 SPF records (4.5); "
+                             "0 DNS-querying terms (limit 10), 0 void lookups (limit 2)")
+
+
 def test_dns003_include_servfail_is_temperror_warning() -> None:
     dd = recorded(status(MIMECAST_INCLUDE, "TXT", DnsStatus.SERVFAIL))
     found = only(run(dns.spf_valid, dd))
@@ -406,7 +428,7 @@ def test_dns003_lookup_missing_from_recording_is_not_evaluated() -> None:
 def test_dns003_valid_spf_passes() -> None:
     found = only(run(dns.spf_valid, recorded()))
     assert found.status is Status.PASS
-    assert "1 DNS-querying terms" in found.message
+    assert "1 DNS-querying term (limit 10), 0 void lookups (limit 2)" in found.message
 
 
 # --- DNS-004: SPF too permissive ------------------------------------------------------------
@@ -627,6 +649,15 @@ def test_dns006_weaker_subdomain_policy_warns() -> None:
     found = only(run(dns.dmarc_policy, dd))
     assert (found.status, found.resource) == (Status.WARN, RESOURCE)
     assert "sp=none" in found.message
+    assert_points_at(found, dd, f"_dmarc.{DOMAIN}", "TXT")
+
+
+def test_dns006_names_a_partial_pct_and_a_weaker_subdomain_policy_together() -> None:
+    dd = recorded(dmarc("v=DMARC1; p=quarantine; pct=20; sp=none"))
+    found = only(run(dns.dmarc_policy, dd))
+    assert (found.status, found.severity) == (Status.WARN, Severity.MEDIUM)
+    assert "only 20% of failing mail" in found.message
+    assert "weaker policy (sp=none) than the domain (p=quarantine)" in found.message
     assert_points_at(found, dd, f"_dmarc.{DOMAIN}", "TXT")
 
 
