@@ -191,7 +191,10 @@ class DomainJudge:
         self.now = datetime.now(UTC)
         self.shared: dict[str, Collection[Any]] = {}
         self.gateways = GatewayResolver(profiles)  # what depends only on the profiles
-        self.settings = AuditSettings()  # the defaults, frozen: one for every domain
+        # The defaults, frozen: one for every domain. Only the domain's MX can name its gateway.
+        self.settings = AuditSettings(unknown_gateway=(
+            "none of the domain's MX hosts is a known gateway's: its gateway has no profile "
+            "here, or it has none"))
         self.plan: tuple[PlannedCheck, ...] | None = None  # one for all: their stores answer get() alike
 
     def __call__(self, domain: DomainDns) -> DomainResult:

@@ -35,6 +35,10 @@ class AuditSettings:
     changed_within: timedelta = timedelta(days=30)  # CONN-007: what counts as a recent change
     credential_max_age: timedelta = timedelta(days=365)  # APP-002: oldest acceptable app credential
     rotated_since: datetime | None = None  # APP-002: credentials must be newer (an advisory's date)
+    # Why a check that needs the gateway was not evaluated when none was detected: where the
+    # command that runs the audit looked for one, and how its user can name it.
+    unknown_gateway: str = ("no third-party gateway was detected from connectors, smart hosts or "
+                            "MX records; name it with --gateway NAME or --gateway-file FILE")
 
 
 @dataclass(frozen=True)

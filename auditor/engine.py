@@ -474,8 +474,7 @@ def run_planned(planned: PlannedCheck, ctx: AuditContext, *, debug: bool = False
     meta = chk.meta
     if meta.needs_gateway and not ctx.gateway.detected:
         hints = "; ".join(c.description for c in ctx.gateway.hints()[:3]) if ctx.gateway.clues else ""
-        message = ("not evaluated: no third-party gateway was detected from connectors or smart "
-                   "hosts; name it with --gateway NAME or --gateway-file FILE")
+        message = f"not evaluated: {ctx.settings.unknown_gateway}"
         if hints:
             message += f" (hints: {hints})"
         return [_gateway_unknown(meta.id, meta.title, meta.severity, message)]

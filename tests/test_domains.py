@@ -70,6 +70,18 @@ def test_writes_json_csv_and_html(server: str, tmp_path: Path,
     assert "northwindtraders.com" in (tmp_path / "out" / "domains.html").read_text()
 
 
+def test_a_domain_whose_mx_names_no_gateway_says_so_without_options_the_command_lacks(
+        server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The tenant's advice (--gateway, --gateway-file) is no option of `domains`: only the MX counts.
+    code, out, err = run(["domains", "-", "--nameserver", server, "--format", "json"], capsys,
+                         stdin="contoso.onmicrosoft.com\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    [dns001] = [f for f in json.loads(out)["findings"] if f["check_id"] == "DNS-001"]
+    assert dns001["status"] == "not_evaluated"
+    assert dns001["message"] == ("not evaluated: none of the domain's MX hosts is a known gateway's: "
+                                 "its gateway has no profile here, or it has none")
+
+
 def test_reads_standard_input_and_prints_one_format(server: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["domains", "-", "--nameserver", server, "--format", "json"], capsys,
@@ -509,7 +521,7 @@ def test_a_domain_is_judged_as_with_a_store_of_its_own(server: str) -> None:
     of a plain ``EvidenceStore`` per domain."""
     from datetime import UTC, datetime
 
-    from auditor.bulk import audit_domains, dns_only
+    from auditor.bulk import DomainJudge, audit_domains, dns_only
     from auditor.context import AuditContext
     from auditor.engine import discover, run_checks
     from auditor.evidence import EvidenceStore
@@ -518,8 +530,9 @@ def test_a_domain_is_judged_as_with_a_store_of_its_own(server: str) -> None:
     recorded = _collected(server, _demo_domains())
     registry, profiles = discover(), builtin_profiles()
     report = audit_domains(recorded, registry, profiles)
+    settings = DomainJudge(registry, profiles).settings
     for domain, judged in zip(recorded, report.results, strict=True):
         store = EvidenceStore({}, dns={domain.domain: domain})
         context = AuditContext(evidence=store, gateway=resolve_gateway(store, profiles),
-                               as_of=datetime.now(UTC))
+                               as_of=datetime.now(UTC), settings=settings)
         assert judged.findings == tuple(run_checks(dns_only(registry), context)), domain.domain
