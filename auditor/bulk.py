@@ -28,7 +28,7 @@ from . import __version__
 from .audit import finding_json
 from .context import AuditContext, AuditSettings
 from .dnscollect import collect_each, policy_fetching
-from .dnsevidence import DNS_KEY, DomainDns, dns_path
+from .dnsevidence import DNS_KEY, DomainDns, domain_problem
 from .dnsmodel import normalise_name
 from .dnsresolve import Nameserver, Resolver
 from .engine import (
@@ -64,8 +64,9 @@ def read_domains(lines: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]
         if not text:
             continue
         name = normalise_name(text)
-        if dns_path(name) is None:
-            rejected.append((text, "not a valid domain name"))
+        problem = domain_problem(name)
+        if problem:
+            rejected.append((text, problem))
         else:
             domains.setdefault(name, None)
     return list(domains), rejected

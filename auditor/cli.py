@@ -23,6 +23,7 @@ from .audit import Report, run_audit
 from .bulk import bulk_json, read_domains, run_bulk
 from .context import AuditSettings
 from .dnscollect import collect_with_policies
+from .dnsevidence import domain_problem
 from .dnsresolve import Nameserver, Resolver, silent_nameservers, system_nameservers
 from .engine import Registry, Severity, discover
 from .errors import AuditorError, InputError
@@ -91,6 +92,14 @@ def _severity(value: str) -> Severity | None:
                                  param_hint="--fail-on") from None
 
 
+def _mail_domains(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        problem = domain_problem(value)
+        if problem:
+            raise click.BadParameter(f"{_terminal_safe(value)!r}: {problem}", param_hint="--domain")
+    return values
+
+
 def dns_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The DNS options shared by the commands that collect DNS evidence."""
     for option in reversed((
@@ -98,7 +107,7 @@ def dns_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Collect no DNS evidence; the DNS checks report not evaluated."),
         click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
                      help="Send every DNS query to this server only (repeatable)."),
-        click.option("--domain", "domains", multiple=True, metavar="DOMAIN",
+        click.option("--domain", "domains", multiple=True, metavar="DOMAIN", callback=_mail_domains,
                      help="Also audit this domain's DNS (repeatable)."),
         click.option("--dns-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0,
                      show_default=True, help="Seconds to wait for each DNS answer."),

@@ -8,6 +8,7 @@ never treated as an empty answer.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +37,27 @@ def dns_path(domain: str) -> str | None:
     if name is None or len(name) > 253 or not _SAFE_NAME.match(name):
         return None
     return f"{DNS_DIR}/{name}.json"
+
+
+def domain_problem(domain: str) -> str | None:
+    """Why ``domain`` cannot be audited as a mail domain, or None. Beyond being a name that can
+    be a snapshot file (``dns_path``), it needs two labels or more and a top label that is not
+    all digits: no mail domain is an IP address or a bare host name, and SPF gives such names
+    "none" without asking anything (RFC 7208 4.3)."""
+    name = normalise_name(domain)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return "an IP address, not a domain name"
+    if dns_path(name) is None:
+        return "not a valid domain name"
+    if "." not in name:
+        return "a single label, not a domain name"
+    if name.rsplit(".", 1)[1].isdigit():
+        return "its top-level label is all digits, which no domain's is"
+    return None
 
 
 def _a_labels(name: str) -> str | None:

@@ -52,6 +52,16 @@ def test_an_unknown_check_id_is_an_input_error(capsys: pytest.CaptureFixture[str
     assert err.startswith("mailflow-audit: error: no check 'NOPE-999'")
 
 
+@pytest.mark.parametrize(("value", "reason"), [("192.0.2.1", "an IP address, not a domain name"),
+                                                ("localhost", "a single label, not a domain name"),
+                                                ("a..b", "not a valid domain name")])
+def test_a_tenant_audit_refuses_a_domain_option_that_is_no_domain(
+        value: str, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["audit", "--demo", "--domain", value, "--format", "json"], capsys)
+    assert code == 3
+    assert f"Invalid value for --domain: {value!r}: {reason}" in err
+
+
 def test_audit_prints_one_format_to_stdout(bypass_export: Path, doc_gateway: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["audit", str(bypass_export), "--gateway-file", str(doc_gateway),

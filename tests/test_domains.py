@@ -192,6 +192,18 @@ def test_read_domains_normalises_and_dedupes() -> None:
     assert rejected == [("a b", "not a valid domain name")]
 
 
+def test_read_domains_leaves_out_what_no_mail_domain_is() -> None:
+    # SPF would give each "none" without a lookup (RFC 7208 4.3), and DNS-004 would pass it.
+    domains, rejected = read_domains(["1.2.3.4", "2001:db8::1", "localhost", "mail.10", "10.0.0",
+                                      "example.xn--p1ai", "host-1.example"])
+    assert domains == ["example.xn--p1ai", "host-1.example"]
+    assert rejected == [("1.2.3.4", "an IP address, not a domain name"),
+                        ("2001:db8::1", "an IP address, not a domain name"),
+                        ("localhost", "a single label, not a domain name"),
+                        ("mail.10", "its top-level label is all digits, which no domain's is"),
+                        ("10.0.0", "its top-level label is all digits, which no domain's is")]
+
+
 def test_two_processes_give_the_same_report_as_one(server: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     listing = tmp_path / "many.txt"
