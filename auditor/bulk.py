@@ -109,7 +109,7 @@ class BulkReport:
         findings = []
         for r in self.results:
             gateway = [p.id for p in r.gateway.active]
-            domains.append({"domain": r.domain, "gateway": gateway, "worst": _worst(r.findings)})
+            domains.append(_domain_entry(r, gateway))
             for f in r.findings:
                 if f.check_id not in from_meta:
                     from_meta[f.check_id] = _meta_fields(f, meta.get(f.check_id))
@@ -166,6 +166,13 @@ _PROBLEMS = frozenset(s for s in Status if s.is_finding)  # the statuses --fail-
 def _worst(findings: Iterable[Finding]) -> str | None:
     ranked = [f.severity for f in findings if f.status in _PROBLEMS]
     return max(ranked, key=lambda s: s.rank).value if ranked else None
+
+
+def _domain_entry(judged: DomainResult, gateway: list[str]) -> dict[str, Any]:
+    """A domain's line of the report: its worst finding (None when it has none) and how many of
+    its results are not evaluated or in error, without which no worst finding looks clean."""
+    return {"domain": judged.domain, "gateway": gateway, "worst": _worst(judged.findings),
+            "incomplete": sum(1 for f in judged.findings if f.status.is_incomplete)}
 
 
 @dataclass(frozen=True)
@@ -422,7 +429,7 @@ class PartWriter:
         write = self.text_file.write
         for r in results:
             gateway = [p.id for p in r.gateway.active]
-            self.domains.append({"domain": r.domain, "gateway": gateway, "worst": _worst(r.findings)})
+            self.domains.append(_domain_entry(r, gateway))
             self.lengths.append(write(self.writer.findings(r.domain, gateway, r.findings).encode()))
             self.statuses.update([f.status for f in r.findings])
             self.severities.update([f.severity for f in r.findings if f.status in _PROBLEMS])

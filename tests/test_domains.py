@@ -82,6 +82,24 @@ def test_a_domain_whose_mx_names_no_gateway_says_so_without_options_the_command_
                                  "its gateway has no profile here, or it has none")
 
 
+def test_a_domain_nothing_could_be_judged_of_does_not_look_clean(
+        server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "domains.txt"
+    listing.write_text("contoso.com\nunserved.example\n")  # (the server refuses what it does not serve)
+    code, _, err = run(["domains", str(listing), "--nameserver", server, "--out", str(tmp_path / "out")],
+                       capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "out" / "domains.json").read_text())
+    by_name = {d["domain"]: d for d in data["domains"]}
+    assert by_name["unserved.example"] == {"domain": "unserved.example", "gateway": [], "worst": None,
+                                           "incomplete": 6}
+    assert by_name["contoso.com"]["incomplete"] == 0
+    page = (tmp_path / "out" / "domains.html").read_text()
+    row = page[page.index(">unserved.example<"):]
+    row = row[:row.index("</tr>")]
+    assert '<span class="badge not_evaluated">unknown</span>' in row and '<td class="num">6</td>' in row
+
+
 def test_reads_standard_input_and_prints_one_format(server: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["domains", "-", "--nameserver", server, "--format", "json"], capsys,
