@@ -270,8 +270,17 @@ def test_dns002_nxdomain_fails() -> None:
     dd = recorded(status(DOMAIN, "MX", DnsStatus.NXDOMAIN))
     found = only(run(dns.mx_usable, dd))
     assert (found.status, found.severity, found.resource) == (Status.FAIL, Severity.MEDIUM, RESOURCE)
-    assert "NXDOMAIN" in found.message
+    assert found.message == f"{DOMAIN} does not exist in DNS (NXDOMAIN), yet it is an accepted domain"
     assert_points_at(found, dd, DOMAIN, "MX")
+
+
+def test_dns002_nxdomain_of_a_domain_not_accepted_does_not_call_it_accepted() -> None:
+    other = "typo-contoso.example"
+    found = only([f for f in run(dns.mx_usable, recorded(), recorded(status(other, "MX", DnsStatus.NXDOMAIN),
+                                                                    domain=other))
+                  if f.resource == f"domain {other}"])
+    assert found.status is Status.FAIL
+    assert found.message == f"{other} does not exist in DNS (NXDOMAIN), so no mail reaches it"
 
 
 def test_dns002_no_mx_warns_low() -> None:
