@@ -161,18 +161,23 @@ def bulk_json(domains: list[dict[str, Any]], findings: list[dict[str, Any]] | Wr
 
 
 _PROBLEMS = frozenset(s for s in Status if s.is_finding)  # the statuses --fail-on counts
-
-
-def _worst(findings: Iterable[Finding]) -> str | None:
-    ranked = [f.severity for f in findings if f.status in _PROBLEMS]
-    return max(ranked, key=lambda s: s.rank).value if ranked else None
+_INCOMPLETE = frozenset(s for s in Status if s.is_incomplete)
 
 
 def _domain_entry(judged: DomainResult, gateway: list[str]) -> dict[str, Any]:
-    """A domain's line of the report: its worst finding (None when it has none) and how many of
-    its results are not evaluated or in error, without which no worst finding looks clean."""
-    return {"domain": judged.domain, "gateway": gateway, "worst": _worst(judged.findings),
-            "incomplete": sum(1 for f in judged.findings if f.status.is_incomplete)}
+    """A domain's line of the report: its worst finding (its most severe fail or warn, None
+    when it has none) and how many of its results are not evaluated or in error, without which
+    no worst finding would look clean."""
+    worst: Severity | None = None
+    incomplete = 0
+    for finding in judged.findings:
+        if finding.status in _PROBLEMS:
+            if worst is None or finding.severity.rank > worst.rank:
+                worst = finding.severity
+        elif finding.status in _INCOMPLETE:
+            incomplete += 1
+    return {"domain": judged.domain, "gateway": gateway, "worst": worst.value if worst else None,
+            "incomplete": incomplete}
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,6 @@ def mx_around_gateway(ctx: CheckContext) -> Iterator[Result]:
     ),
 )
 def mx_usable(ctx: CheckContext) -> Iterator[Result]:
-    accepted = ({(d.DomainName or "").lower().rstrip(".") for d in ctx.accepted_domains}
-                if ctx.available("Get-AcceptedDomain") else set())
     for item in _mx_ready(ctx, "DNS-002"):
         if isinstance(item, Result):
             yield item
@@ -234,7 +232,9 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
         resource = f"domain {name}"
         if mx.status is DnsStatus.NXDOMAIN:
             # (a domain of a bulk list, or named with --domain, is no accepted domain)
-            why = "yet it is an accepted domain" if name in accepted else "so no mail reaches it"
+            why = "yet it is an accepted domain" if ctx.available("Get-AcceptedDomain") and any(
+                (d.DomainName or "").lower().rstrip(".") == name for d in ctx.accepted_domains
+            ) else "so no mail reaches it"
             yield result(Status.FAIL, resource, f"{name} does not exist in DNS (NXDOMAIN), {why}",
                          dd.ref(query), key=name)
             continue
