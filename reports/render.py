@@ -33,9 +33,11 @@ def visible(value: Any) -> str:
     """Text with control, format (bidi overrides, zero-width) and line-separator characters
     replaced by visible ``<U+XXXX>`` marks, except newline and tab."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if text.isprintable():  # no character of those categories (nor newline or tab), found in C
+        return text
     out = []
     for char in text:
-        if char in "\n\t":
+        if char.isprintable() or char in "\n\t":
             out.append(char)
         elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co"):
             out.append(f"<U+{ord(char):04X}>")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
@@ -91,6 +93,16 @@ def test_json_keeps_the_exact_original_text() -> None:
 
 def test_visible_keeps_newlines_and_marks_other_controls() -> None:
     assert visible("a\nb\tc\x00") == "a\nb\tc<U+0000>"
+
+
+def test_visible_marks_every_character_of_the_hidden_categories_and_only_those() -> None:
+    # Every code point, alone and inside printable text (which takes the fast path when whole).
+    hidden = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        marked = char not in "\n\t" and unicodedata.category(char) in hidden
+        expected = f"<U+{code:04X}>" if marked else char
+        assert visible(f"a{char}b") == f"a{expected}b", hex(code)
 
 
 def test_unknown_format_is_refused() -> None:
