@@ -63,6 +63,8 @@ def _key_set(*declared: tuple[str, ...]) -> frozenset[str]:
 class CheckContext:
     """A read-only view limited to the evidence a check listed in ``requires``."""
 
+    _by_check: dict[str, tuple[Finding, ...]] | None = None  # ``findings``' index, made on first use
+
     def __init__(self, audit: AuditContext, requires: Iterable[str], uses: Iterable[str] = (), *,
                  findings: tuple[Finding, ...] = (), derives_from: Iterable[str] = (),
                  ran: frozenset[str] = frozenset()) -> None:
@@ -91,7 +93,12 @@ class CheckContext:
         if check_id not in self._sources:
             raise UndeclaredEvidenceError(f"the check read {check_id}'s findings without "
                                           "declaring it in derives_from")
-        return tuple(f for f in self._findings if f.check_id == check_id)
+        if self._by_check is None:  # (a verdict check asks once per domain: not a scan each time)
+            grouped: dict[str, list[Finding]] = {}
+            for finding in self._findings:
+                grouped.setdefault(finding.check_id, []).append(finding)
+            self._by_check = {key: tuple(found) for key, found in grouped.items()}
+        return self._by_check.get(check_id, ())
 
     def ran(self, check_id: str) -> bool:
         """Whether a check this one derives from was registered and run in this audit."""

@@ -27,6 +27,10 @@ _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _VERDICT_ORDER = {"not routed through the gateway": 0, "bypassable": 1, "cannot tell": 2, "protected": 3}
 CHANGE_CHECK = "CHG-001"  # its verdicts ("changed by X on D") are shown beside the findings they relate to
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()!|~])")
+_MD_PLAIN = re.compile(r"[^\\`*_\[\]()!|~&<>\r\n\t]*\Z")  # text md_escape leaves as it is
+# The findings a domain's verdict links to in the Markdown and HTML reports (the JSON report has
+# every one): a tenant with hundreds of weakening rules links them all from every verdict.
+RELATED_SHOWN = 15
 
 
 def visible(value: Any) -> str:
@@ -50,6 +54,8 @@ def md_escape(value: Any) -> str:
     """Safe inline Markdown: HTML entities for < > &, backslash before Markdown syntax,
     line breaks as <br>, so no value can open a tag, a link or a table cell."""
     text = visible(value)
+    if _MD_PLAIN.match(text):
+        return text
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return text.replace("\r\n", "\n").replace("\n", "<br>").replace("\t", " ")
@@ -108,6 +114,7 @@ def _view(report: dict[str, Any]) -> dict[str, Any]:
         "passed": [f for f in findings if f["status"] == "pass"],
         "severities": list(_SEVERITY_ORDER),
         "statuses": list(_STATUS_ORDER),
+        "related_shown": RELATED_SHOWN,
     }
 
 

@@ -215,3 +215,28 @@ def test_onpremises_connector_from_outside_opens_every_domain(make_export: MakeE
     found = _verdicts(folder)[DOMAIN]
     assert (found.status, found.verdict) == (Status.FAIL, "bypassable")
     assert "CONN-009 (inbound connector Relay)" in found.message
+
+
+def test_a_verdict_names_ten_weakening_findings_counts_the_rest_and_links_them_all(
+        make_export: MakeExport) -> None:
+    # Tenant-wide findings repeat in every domain's verdict: hundreds of them made a
+    # 5,000-domain tenant's reports tens of megabytes.
+    spoofable = [rule(f"Trust partner {i:02d}", Priority=i, SetSCL=-1,
+                      SenderDomainIs=[f"partner{i}.example"]) for i in range(23)]
+    folder = _export(make_export, rules=spoofable, dns=[_recorded()])
+    report = audit(folder, gateway="mimecast")
+    weakening = [f for f in findings_for(report, "RULE-001") if f.status is Status.FAIL]
+    assert len(weakening) == 23
+    found = _verdicts(folder)[DOMAIN]
+    named = [f for f in weakening if f"RULE-001 ({f.resource})" in found.message]
+    assert len(named) == 10
+    assert "; and 13 more: 13 of RULE-001." in found.message
+    assert {f.fingerprint for f in weakening} <= set(found.related)
+    data = report.to_json()
+    for fmt in ("html", "md"):
+        text = render(data, fmt)
+        row = text[text.index(f"{DOMAIN} "):] if fmt == "md" else text[text.index(f">{DOMAIN}<"):]
+        row = row[:row.index("\n")] if fmt == "md" else row[:row.index("</tr>")]
+        shown = [fp for fp in found.related if fp in row]
+        assert len(shown) == 15, fmt
+        assert f" and {len(found.related) - 15} more" in row, fmt

@@ -105,6 +105,16 @@ def test_visible_marks_every_character_of_the_hidden_categories_and_only_those()
         assert visible(f"a{char}b") == f"a{expected}b", hex(code)
 
 
+@pytest.mark.parametrize("char", [chr(c) for c in range(0x20, 0x7F)] + ["\n", "\t", "\r", "é", "\u202e"])
+def test_md_escape_of_each_character(char: str) -> None:
+    # Plain text is returned as it is (the common case, checked once); the rest is escaped.
+    expected = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": "<br>", "\t": " ",
+                "\r": "&lt;U+000D&gt;", "\u202e": "&lt;U+202E&gt;"}.get(char, char)
+    if char in "\\`*_[]()!|~":
+        expected = "\\" + char
+    assert md_escape(f"a{char}b") == f"a{expected}b"
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown report format"):
         render(_report(), "pdf")
