@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from . import __version__
 from .audit import finding_json
@@ -46,6 +46,9 @@ from .engine import (
 from .errors import BulkIncompleteError
 from .evidence import Collection, EvidenceStore
 from .gateways import GatewayContext, GatewayProfile, GatewayResolver, builtin_profiles
+
+if TYPE_CHECKING:
+    from reports.render import HtmlRow
 
 BULK_SCHEMA_VERSION = 1
 
@@ -238,7 +241,7 @@ class BulkJob:
     timeout: float
     concurrency: int
     text_fd: int  # the file the findings' JSON text goes to (opened by the parent, inherited)
-    with_findings: bool = True  # send the findings back, not only their JSON text (CSV, HTML)
+    with_findings: bool = True  # write the CSV and HTML reports' rows too, not only the JSON text
     block: int = 32
 
     @property
@@ -252,15 +255,18 @@ class Part:
     the report and the length (UTF-8 bytes) of its findings' JSON text, which the worker wrote
     to its job's file, one domain after the other (the text, a hundred megabytes for 10,000
     domains, was most of the time spent sending the parts back and writing the report); the
-    counts the summary needs, the finding dicts only when asked for (the CSV and HTML reports
-    read them), and the queries sent."""
+    counts the summary needs, and the queries sent. When asked for, the CSV and HTML reports'
+    rows too, rendered by the worker: each domain's CSV rows, and the HTML rows with their
+    places (the finding dicts, sent back instead, took longer to send than to render, and the
+    parent rendered them alone)."""
 
     domains: list[dict[str, Any]]
     lengths: list[int]
     by_status: Counter[str]
     by_severity: Counter[str]
     sent: int
-    findings: list[list[dict[str, Any]]] | None = None
+    csv: list[str] | None = None
+    html: list[HtmlRow] | None = None
 
 
 _progress_counter: Any = None  # a multiprocessing.Value shared with the workers, for a progress bar
@@ -418,9 +424,12 @@ class _Blocks:
 
 class PartWriter:
     """A worker's ``Part`` of the report: its domains' findings written to ``text_file`` (from
-    its position) as the JSON report has them, domain by domain, as they are added."""
+    its position) as the JSON report has them, domain by domain, as they are added; with
+    ``with_findings``, their CSV and HTML reports' rows rendered too."""
 
     def __init__(self, registry: Registry, text_file: IO[bytes], *, with_findings: bool = True) -> None:
+        from reports.render import BulkHtmlRows, bulk_csv_rows  # (reports render, auditor judges)
+
         self.registry = registry
         self.text_file = text_file
         self.writer = _FindingWriter(registry)
@@ -428,7 +437,9 @@ class PartWriter:
         self.lengths: list[int] = []
         self.statuses: Counter[Status] = Counter()
         self.severities: Counter[Severity] = Counter()
-        self.grouped: list[list[dict[str, Any]]] | None = [] if with_findings else None
+        self.rows = (bulk_csv_rows, BulkHtmlRows()) if with_findings else None
+        self.csv: list[str] = []
+        self.html: list[HtmlRow] = []
 
     def add(self, results: Sequence[DomainResult]) -> None:
         write = self.text_file.write
@@ -438,15 +449,21 @@ class PartWriter:
             self.lengths.append(write(self.writer.findings(r.domain, gateway, r.findings).encode()))
             self.statuses.update([f.status for f in r.findings])
             self.severities.update([f.severity for f in r.findings if f.status in _PROBLEMS])
-        if self.grouped is not None:
+        if self.rows is not None:
+            csv_rows, html_rows = self.rows
             report = BulkReport(tuple(results), (), self.registry, (), datetime.now(UTC))
-            rows = iter(report.to_json()["findings"])
-            self.grouped += [list(islice(rows, len(r.findings))) for r in results]
+            dicts = iter(report.to_json()["findings"])
+            for r in results:
+                mine = list(islice(dicts, len(r.findings)))
+                self.csv.append(csv_rows(mine))
+                self.html += html_rows(mine)
 
     def part(self, sent: int) -> Part:
         by_status = Counter({status.value: n for status, n in self.statuses.items()})
         by_severity = Counter({severity.value: n for severity, n in self.severities.items()})
-        return Part(self.domains, self.lengths, by_status, by_severity, sent, self.grouped)
+        if self.rows is None:
+            return Part(self.domains, self.lengths, by_status, by_severity, sent)
+        return Part(self.domains, self.lengths, by_status, by_severity, sent, self.csv, self.html)
 
 
 def written_part(report: BulkReport, sent: int, text_file: IO[bytes], *,
@@ -535,13 +552,12 @@ def merge_parts(domains: list[str], parts: list[Part], text_files: list[IO[bytes
                 ) -> tuple[list[dict[str, Any]], WrittenFindings, int]:
     """The workers' results in the order of the list (each domain's findings in the order its
     part has them; ``text_files[i]``: where ``parts[i]``'s texts were written); every domain
-    must have come back, with all of its text. The finding dicts are there when every part
-    has them."""
+    must have come back, with all of its text. The CSV and HTML rows are there when every
+    part has them."""
     order = {name: i for i, name in enumerate(domains)}
     entries: list[dict[str, Any] | None] = [None] * len(order)
     texts: list[tuple[IO[bytes], int, int]] = [(text_files[0], 0, 0)] * len(order)
-    grouped: list[list[dict[str, Any]]] | None = (
-        [[] for _ in order] if all(part.findings is not None for part in parts) else None)
+    csv: list[str] | None = [""] * len(order) if all(part.csv is not None for part in parts) else None
     returned = 0
     for part, text_file in zip(parts, text_files, strict=True):
         returned += len(part.domains)
@@ -551,8 +567,8 @@ def merge_parts(domains: list[str], parts: list[Part], text_files: list[IO[bytes
             entries[slot] = entry
             texts[slot] = (text_file, offset, length)
             offset += length
-            if grouped is not None and part.findings is not None:
-                grouped[slot] = part.findings[i]
+            if csv is not None and part.csv is not None:
+                csv[slot] = part.csv[i]
         if os.fstat(text_file.fileno()).st_size != offset:
             raise BulkIncompleteError(f"a worker wrote {os.fstat(text_file.fileno()).st_size} bytes "
                                       f"of findings where it said {offset}; no report was written")
@@ -576,13 +592,14 @@ def merge_parts(domains: list[str], parts: list[Part], text_files: list[IO[bytes
     findings = WrittenFindings(
         runs, sum((part.by_status for part in parts), Counter()),
         sum((part.by_severity for part in parts), Counter()),
-        None if grouped is None else [f for group in grouped for f in group])
+        csv, None if csv is None else [row for part in parts for row in part.html or ()])
     return merged, findings, sum(part.sent for part in parts)
 
 
 # -- The JSON report's text ----------------------------------------------------------------------
 
 
+_JSON_ONLY = "the findings were written as JSON text only (run_bulk(..., with_findings=True) writes the rest)"
 _ITEM_SEP = ",\n    "  # after each item of the report's findings list (at depth 1), the last's cut
 _COPY_CHUNK = 1 << 20
 
@@ -590,23 +607,31 @@ _COPY_CHUNK = 1 << 20
 class WrittenFindings:
     """A bulk run's findings as its workers wrote them (see ``Part``): the JSON report's text
     of its findings list, in runs of the workers' files (each run: file, offset, length in
-    bytes; every item followed by ``_ITEM_SEP``), their counts by status and severity, and
-    the finding dicts when they were sent back. It stands for the findings in the report's
-    dict (``bulk_json``): ``report_parts`` hands it on as it is, the CSV and HTML reports
-    iterate its dicts."""
+    bytes; every item followed by ``_ITEM_SEP``), their counts by status and severity, and,
+    when the workers wrote them, each domain's CSV rows in the list's order and the HTML rows
+    with their places. It stands for the findings in the report's dict (``bulk_json``):
+    ``report_parts`` hands it on as it is, ``render_bulk`` takes the CSV and HTML rows."""
 
     def __init__(self, runs: list[tuple[IO[bytes], int, int]], by_status: Counter[str],
-                 by_severity: Counter[str], findings: list[dict[str, Any]] | None) -> None:
+                 by_severity: Counter[str], csv: list[str] | None = None,
+                 html: list[HtmlRow] | None = None) -> None:
         self.runs = runs
         self.by_status = by_status
         self.by_severity = by_severity
-        self._findings = findings
+        self._csv = csv
+        self._html = html
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self._findings is None:
-            raise ValueError("the findings were sent back as JSON text only "
-                             "(run_bulk(..., with_findings=True) sends them)")
-        return iter(self._findings)
+    def csv_rows(self) -> str:
+        """The CSV report's rows, after its header."""
+        if self._csv is None:
+            raise ValueError(_JSON_ONLY)
+        return "".join(self._csv)
+
+    def html_rows(self) -> list[HtmlRow]:
+        """The HTML report's rows, with their places on the page."""
+        if self._html is None:
+            raise ValueError(_JSON_ONLY)
+        return self._html
 
     def close(self) -> None:
         """Close the workers' files (which deletes them): their text is read no more."""

@@ -14,6 +14,8 @@ import json
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +137,7 @@ def _changes(findings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 BULK_FORMATS = ("html", "json", "csv")
 CSV_COLUMNS = ("domain", "gateway", "check_id", "title", "severity", "status", "resource", "message",
                "source", "pointer", "observed", "fingerprint")
+CSV_HEADER = ",".join(CSV_COLUMNS) + "\n"
 
 
 def _csv_cell(value: str) -> str:
@@ -143,28 +146,51 @@ def _csv_cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def render_bulk(report: dict[str, Any], fmt: str) -> str:
-    """Render the bulk (domains) JSON report as JSON, CSV or HTML."""
-    if fmt == "json":
-        from auditor.bulk import report_text  # the same text as json.dumps(indent=2), faster
+HtmlRow = tuple[tuple[int, int, str, int], str]  # a finding's row of the HTML report, and its place
 
-        return report_text(report)
+
+def bulk_csv_rows(findings: Iterable[Mapping[str, Any]]) -> str:
+    """The bulk CSV report's rows (those after its header) of these finding dicts."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for f in findings:
+        first = f["evidence"][0] if f["evidence"] else {}
+        row = [f["domain"], " ".join(f["gateway"]), f["check_id"], f["title"], f["severity"],
+               f["status"], f["resource"], f["message"], first.get("source") or "",
+               first.get("pointer") or "", observed(first.get("observed")), f["fingerprint"]]
+        writer.writerow([_csv_cell(visible(str(cell))) for cell in row])
+    return out.getvalue()
+
+
+class BulkHtmlRows:
+    """Renders the bulk HTML report's rows of finding dicts (a pass has none), each with its
+    place on the page: by status, severity and domain, a domain's findings in their order.
+    A bulk run's workers render the rows of the findings they judged (see ``PartWriter``)."""
+
+    def __init__(self) -> None:
+        self.row = _env(autoescape=True).get_template("domains_row.html.j2").module.finding_row  # type: ignore[attr-defined]
+
+    def __call__(self, findings: Iterable[Mapping[str, Any]]) -> list[HtmlRow]:
+        return [((_STATUS_ORDER.get(f["status"], 9), _SEVERITY_ORDER.get(f["severity"], 9), f["domain"], i),
+                 str(self.row(f)))
+                for i, f in enumerate(findings) if f["status"] != "pass"]
+
+
+def render_bulk(report: dict[str, Any], fmt: str) -> str:
+    """Render the bulk (domains) JSON report as JSON, CSV or HTML. Its findings are dicts, or
+    a bulk run's ``WrittenFindings``, whose CSV and HTML rows the workers rendered."""
+    from auditor.bulk import WrittenFindings, report_text
+
+    if fmt == "json":
+        return report_text(report)  # (the same text as json.dumps(indent=2), faster)
+    findings = report["findings"]
+    written = findings if isinstance(findings, WrittenFindings) else None
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for f in report["findings"]:
-            first = f["evidence"][0] if f["evidence"] else {}
-            row = [f["domain"], " ".join(f["gateway"]), f["check_id"], f["title"], f["severity"],
-                   f["status"], f["resource"], f["message"], first.get("source") or "",
-                   first.get("pointer") or "", observed(first.get("observed")), f["fingerprint"]]
-            writer.writerow([_csv_cell(visible(str(cell))) for cell in row])
-        return out.getvalue()
+        return CSV_HEADER + (written.csv_rows() if written else bulk_csv_rows(findings))
     if fmt == "html":
-        findings = sorted(report["findings"], key=lambda f: (
-            _STATUS_ORDER.get(f["status"], 9), _SEVERITY_ORDER.get(f["severity"], 9), f["domain"]))
+        placed = written.html_rows() if written else BulkHtmlRows()(findings)
         return _env(autoescape=True).get_template("domains.html.j2").render(
-            report=report, findings=[f for f in findings if f["status"] != "pass"],
+            report=report, rows=[row for _, row in sorted(placed, key=itemgetter(0))],
             severities=list(_SEVERITY_ORDER), statuses=list(_STATUS_ORDER))
     raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(BULK_FORMATS)}")
 

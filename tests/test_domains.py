@@ -419,16 +419,20 @@ def test_workers_claiming_blocks_in_turn_make_the_report_one_process_would_write
     assert report_text(bulk_json(domains, findings, [], [], when)) == report_text(
         bulk_json(one_domains, one_findings, [], [], when))
     assert len(findings.runs) > 2
-    if with_findings:
-        assert list(findings) == list(one_findings) and len(list(findings)) > 100
+    if with_findings:  # (the rows the workers rendered, as one process renders them)
+        render = importlib.import_module("reports.render")
+        for fmt in ("csv", "html"):
+            assert render.render_bulk(bulk_json(domains, findings, [], [], when), fmt) == \
+                render.render_bulk(bulk_json(one_domains, one_findings, [], [], when), fmt)
+        assert len(findings.csv_rows().splitlines()) > 100 and len(findings.html_rows()) > 50
 
 
 @pytest.mark.parametrize("with_findings", [True, False])
 def test_the_workers_parts_make_the_report_one_process_would_write(
         server: str, with_findings: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each worker writes its domains' findings as the JSON report's text and sends the
-    counts (and the finding dicts only when asked): merged in the list's order, they make the
-    report (text, summary, dicts) written from all the findings at once."""
+    counts (and the CSV and HTML rows only when asked): merged in the list's order, they make
+    the reports (JSON text, summary, CSV, HTML) written from all the findings at once."""
     from datetime import UTC, datetime
 
     from auditor.bulk import audit_domains, bulk_json, merge_parts, report_text, written_part
@@ -462,11 +466,12 @@ def test_the_workers_parts_make_the_report_one_process_would_write(
     render.write_bulk(written, "json", tmp_path / "as_text.json")
     assert (tmp_path / "as_text.json").read_bytes() == (tmp_path / "domains.json").read_bytes()
     assert written["summary"] == plain["summary"] and domains == plain["domains"]
-    if with_findings:
-        assert list(written["findings"]) == plain["findings"]
-    else:
-        with pytest.raises(ValueError, match="JSON text only"):
-            list(written["findings"])
+    for fmt in ("csv", "html"):  # rendered by the workers, as from every finding's dict at once
+        if with_findings:
+            assert render.render_bulk(written, fmt) == render.render_bulk(plain, fmt)
+        else:
+            with pytest.raises(ValueError, match="JSON text only"):
+                render.render_bulk(written, fmt)
     findings.close()
     assert all(text_file.closed for text_file in text_files)
 
