@@ -48,7 +48,7 @@ from .evidence import Collection, EvidenceStore
 from .gateways import GatewayContext, GatewayProfile, GatewayResolver, builtin_profiles
 
 if TYPE_CHECKING:
-    from reports.render import HtmlRow
+    from reports.render import BulkHtmlRows, HtmlRow
 
 BULK_SCHEMA_VERSION = 1
 
@@ -428,8 +428,6 @@ class PartWriter:
     ``with_findings``, their CSV and HTML reports' rows rendered too."""
 
     def __init__(self, registry: Registry, text_file: IO[bytes], *, with_findings: bool = True) -> None:
-        from reports.render import BulkHtmlRows, bulk_csv_rows  # (reports render, auditor judges)
-
         self.registry = registry
         self.text_file = text_file
         self.writer = _FindingWriter(registry)
@@ -437,7 +435,11 @@ class PartWriter:
         self.lengths: list[int] = []
         self.statuses: Counter[Status] = Counter()
         self.severities: Counter[Severity] = Counter()
-        self.rows = (bulk_csv_rows, BulkHtmlRows()) if with_findings else None
+        self.rows: tuple[Callable[[list[dict[str, Any]]], str], BulkHtmlRows] | None = None
+        if with_findings:
+            from reports.render import BulkHtmlRows, bulk_csv_rows  # (reports render, auditor judges)
+
+            self.rows = (bulk_csv_rows, BulkHtmlRows())
         self.csv: list[str] = []
         self.html: list[HtmlRow] = []
 
