@@ -199,7 +199,7 @@ class CheckContext:
         where ``MatchSubDomains`` is set)."""
         domain = address.rsplit("@", 1)[-1].lower().rstrip(".")
         for accepted in self.accepted_domains:
-            name = (accepted.DomainName or "").lower().rstrip(".")
+            name = accepted.normalised_name
             if not name:
                 continue
             if name.startswith("*."):

@@ -268,6 +268,11 @@ class AcceptedDomain(ExoObject):
     IsCoexistenceDomain: bool | None = prop()
     OutboundOnly: bool | None = prop()
 
+    @property
+    def normalised_name(self) -> str:
+        """``DomainName`` as the checks compare it: lower case, no trailing dot ('' if absent)."""
+        return (self.DomainName or "").lower().rstrip(".")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteDomain(ExoObject):

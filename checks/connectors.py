@@ -164,7 +164,7 @@ def names_gateway(conn: InboundConnector, gateway: GatewayContext) -> bool:
 def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
     if (no_route := api_only(ctx.gateway)) is not None:
         for domain in ctx.accepted_domains:
-            if name := (domain.DomainName or "").lower().rstrip("."):
+            if name := domain.normalised_name:
                 yield result(Status.PASS, f"accepted domain {name}", f"not applicable: {no_route}",
                              domain.ref("DomainName"), key=name)
         return
@@ -180,7 +180,7 @@ def inbound_lockdown(ctx: CheckContext) -> Iterator[Result]:
     ]
     rejected_evidence = [ref for v in verdicts for ref in v.reasons]
     for domain in ctx.accepted_domains:
-        name = (domain.DomainName or "").lower().rstrip(".")
+        name = domain.normalised_name
         if not name:
             continue
         resource = f"accepted domain {name}"
@@ -950,7 +950,7 @@ def _is_on_premises(conn: InboundConnector) -> bool:
 
 
 def _accepted_names(ctx: CheckContext) -> list[str]:
-    names = ((d.DomainName or "").lower().rstrip(".") for d in ctx.accepted_domains)
+    names = (d.normalised_name for d in ctx.accepted_domains)
     return [n.removeprefix("*.") for n in names if n]
 
 

@@ -64,7 +64,7 @@ def _domain_lists(ctx: CheckContext) -> tuple[DomainList, DomainList]:
     def listed(include_outbound_only: bool) -> DomainList:
         names: dict[str, None] = {}
         for domain in accepted:
-            name = (domain.DomainName or "").lower().rstrip(".")
+            name = domain.normalised_name
             if name and not name.startswith("*") and (include_outbound_only or not domain.OutboundOnly):
                 names[name] = None
         for name in recorded:
@@ -233,7 +233,7 @@ def mx_usable(ctx: CheckContext) -> Iterator[Result]:
         if mx.status is DnsStatus.NXDOMAIN:
             # (a domain of a bulk list, or named with --domain, is no accepted domain)
             why = "yet it is an accepted domain" if ctx.available("Get-AcceptedDomain") and any(
-                (d.DomainName or "").lower().rstrip(".") == name for d in ctx.accepted_domains
+                d.normalised_name == name for d in ctx.accepted_domains
             ) else "so no mail reaches it"
             yield result(Status.FAIL, resource, f"{name} does not exist in DNS (NXDOMAIN), {why}",
                          dd.ref(query), key=name)

@@ -244,7 +244,7 @@ def domain_verdicts(ctx: CheckContext) -> Iterator[Result]:
     dns_known = ctx.available(DNS_KEY)
     found = _Findings(ctx)
     for domain in domains:
-        name = (domain.DomainName or "").lower().rstrip(".")
+        name = domain.normalised_name
         if not name:
             continue
         yield _verdict(found, domain, name, dns_known)

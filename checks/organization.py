@@ -142,10 +142,6 @@ PROOFPOINT_ESSENTIALS_DIRECT = Reference(
 )
 
 
-def _domain_name(domain: AcceptedDomain) -> str:
-    return (domain.DomainName or "").lower().rstrip(".")
-
-
 def is_microsoft_domain(name: str) -> bool:
     """<tenant>.onmicrosoft.com and the hybrid <tenant>.mail.onmicrosoft.com: Microsoft's zone,
     whose MX is Exchange Online whatever the organisation's own domains publish."""
@@ -192,7 +188,7 @@ def is_microsoft_domain(name: str) -> bool:
 )
 def onmicrosoft_route(ctx: CheckContext) -> Iterator[Result]:
     microsoft = [(d, name) for d in ctx.accepted_domains
-                 if is_microsoft_domain(name := _domain_name(d))]
+                 if is_microsoft_domain(name := d.normalised_name)]
     if not microsoft:
         yield result(Status.NOT_EVALUATED, "accepted domains",
                      "not evaluated: the export holds no <tenant>.onmicrosoft.com accepted domain; "

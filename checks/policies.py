@@ -752,7 +752,7 @@ def _destination(ctx: CheckContext, value: str) -> Destination:
     if owner is not None:
         return Destination(address, True, f"a known archive or journaling service of {owner.vendor} "
                            f"(profile {owner.id}); confirm it is the organisation's own account")
-    own_subdomain = any(domain.endswith("." + (d.DomainName or "").lower().rstrip("."))
+    own_subdomain = any(domain.endswith("." + d.normalised_name)
                         for d in ctx.accepted_domains if d.DomainName)
     for conn, host in _journal_routes(ctx, domain):
         owner = ctx.gateway.archive_owner(host)
