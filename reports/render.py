@@ -28,8 +28,9 @@ _STATUS_ORDER = {"fail": 0, "warn": 1, "error": 2, "not_evaluated": 3, "pass": 4
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _VERDICT_ORDER = {"not routed through the gateway": 0, "bypassable": 1, "cannot tell": 2, "protected": 3}
 CHANGE_CHECK = "CHG-001"  # its verdicts ("changed by X on D") are shown beside the findings they relate to
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]()!|~])")
-_MD_PLAIN = re.compile(r"[^\\`*_\[\]()!|~&<>\r\n\t]*\Z")  # text md_escape leaves as it is
+_MD_SYNTAX = r"\\`*_\[\]()!|~"  # (a character class's inside) what Markdown reads as syntax
+_MD_SPECIAL = re.compile(f"([{_MD_SYNTAX}])")
+_MD_PLAIN = re.compile(f"[^{_MD_SYNTAX}&<>\r\n\t]*\\Z")  # text md_escape leaves as it is
 # The findings a domain's verdict links to in the Markdown and HTML reports (the JSON report has
 # every one): a tenant with hundreds of weakening rules links them all from every verdict.
 RELATED_SHOWN = 15
