@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, normalise_name
+from .dnsmodel import DnsAnswer, DnsQuery, DnsStatus, ascii_name, normalise_name
 from .errors import EvidenceError
 from .frozen import built_directly
 from .models import EvidenceRef
+from .spf import initial_domain_ok
 
 T = TypeVar("T")
 DNS_DIR = "dns"
@@ -41,9 +42,9 @@ def dns_path(domain: str) -> str | None:
 
 def domain_problem(domain: str) -> str | None:
     """Why ``domain`` cannot be audited as a mail domain, or None. Beyond being a name that can
-    be a snapshot file (``dns_path``), it needs two labels or more and a top label that is not
-    all digits: no mail domain is an IP address or a bare host name, and SPF gives such names
-    "none" without asking anything (RFC 7208 4.3)."""
+    be a snapshot file (``dns_path``), it must be one SPF evaluates (RFC 7208 4.3: two labels or
+    more, a top label of letters, digits and inner hyphens, not all digits): SPF gives any other
+    name "none" without asking anything, and no mail domain is an IP address or a bare host."""
     name = normalise_name(domain)
     try:
         ipaddress.ip_address(name)
@@ -57,6 +58,8 @@ def domain_problem(domain: str) -> str | None:
         return "a single label, not a domain name"
     if name.rsplit(".", 1)[1].isdigit():
         return "its top-level label is all digits, which no domain's is"
+    if not initial_domain_ok(ascii_name(name)):
+        return "not a domain name SPF evaluates (RFC 7208 4.3)"
     return None
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "SpfTree",
     "analyse",
     "check_host",
+    "initial_domain_ok",
     "resolve",
     "resolve_async",
 ]
@@ -429,7 +430,7 @@ def _parse_record(text: str) -> _Record:
 
 
 @lru_cache(maxsize=1 << 16)  # pure; the same include targets are checked for every domain
-def _initial_domain_ok(domain: str) -> bool:
+def initial_domain_ok(domain: str) -> bool:
     """4.3: a multi-label name with labels of 1..63 octets and a valid top label.
 
     A domain literal ("[192.0.2.1]") or a bare host name gives "none".
@@ -723,7 +724,7 @@ def _check(ctx: _Context, domain: str, depth: int) -> Resolution[_Outcome]:
     """One check_host() invocation (4): the top-level one, or an include/redirect target."""
     if depth > MAX_DEPTH:
         raise ctx.abort("permerror", "include/redirect nesting too deep", domain)
-    if not _initial_domain_ok(domain):
+    if not initial_domain_ok(domain):
         ctx.trace.append(f"{domain!r}: not a valid domain name: none (4.3)")
         return _Outcome("none", None, None)
     record = yield from _select_record(ctx, domain)
@@ -739,7 +740,7 @@ def _check(ctx: _Context, domain: str, depth: int) -> Resolution[_Outcome]:
         term = record.redirect
         ctx.count_term(term, domain)
         target = yield from ctx.target(term, domain)
-        if target is None or not _initial_domain_ok(target):
+        if target is None or not initial_domain_ok(target):
             raise ctx.abort("permerror", f"{term.text!r} does not name a valid domain (6.1)", domain)
         ctx.trace.append(f"{domain}: {term.text} -> {target}")
         ctx.chain.append(f"{domain} {term.text}")
@@ -789,7 +790,7 @@ def _matches(ctx: _Context, term: _Term, domain: str, depth: int) -> Resolution[
 
 def _include(ctx: _Context, term: _Term, domain: str, target: str | None, depth: int) -> Resolution[bool]:
     """5.2: pass matches; fail/softfail/neutral do not; none is permerror; errors propagate."""
-    if target is None or not _initial_domain_ok(target):
+    if target is None or not initial_domain_ok(target):
         raise ctx.abort("permerror", f"{term.text!r} does not name a valid domain (5.2)", domain)
     ctx.trace.append(f"{domain}: {term.text} -> {target}")
     ctx.chain.append(f"{domain} {term.text}")
@@ -928,7 +929,7 @@ def analyse(domain: str) -> Resolution[SpfTree]:
     domain = domain[:-1] if domain.endswith(".") else domain
     walk = _Walk()
     top: list[str | None] = [None]
-    if not _initial_domain_ok(domain):
+    if not initial_domain_ok(domain):
         walk.problem("warning", f"{domain!r} is not a valid domain name: SPF result none (4.3)", (domain,))
         return _tree(walk, domain, "none", f"{domain!r} is not a valid domain name", None, None)
     found, effective_all = yield from _walk(walk, domain, (domain,), None, top)
@@ -1183,7 +1184,7 @@ def _walk_target(walk: _Walk, term: _Term, domain: str, chain: tuple[str, ...], 
         walk.problem("warning", f"{domain}: {term.text!r} depends on the message; not followed", chain)
         return None
     target = _query_name(expanded)
-    if target is None or not _initial_domain_ok(target):
+    if target is None or not initial_domain_ok(target):
         walk.problem("permerror", f"{domain}: {term.text!r} does not name a valid domain", chain)
         return None
     walk.targets.append(_new_target(kind, target, term.text, domain, chain))

@@ -222,6 +222,15 @@ def test_read_domains_leaves_out_what_no_mail_domain_is() -> None:
                         ("10.0.0", "its top-level label is all digits, which no domain's is")]
 
 
+def test_read_domains_leaves_out_a_name_spf_would_not_evaluate() -> None:
+    # dns_path admits an underscore or an edge hyphen in the top label; SPF does not (4.3), and
+    # gave such a name "none" without a lookup: DNS-004 passed it.
+    domains, rejected = read_domains(["mx.b_c", "foo.-ab", "a-b.c-d"])
+    assert domains == ["a-b.c-d"]
+    assert rejected == [("mx.b_c", "not a domain name SPF evaluates (RFC 7208 4.3)"),
+                        ("foo.-ab", "not a domain name SPF evaluates (RFC 7208 4.3)")]
+
+
 def test_two_processes_give_the_same_report_as_one(server: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     listing = tmp_path / "many.txt"
