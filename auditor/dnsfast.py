@@ -367,8 +367,7 @@ class MultiplexTransport:
         sock.send(pending.wire)
         now = loop.time()
         pending.deadline = now + timeout
-        resend_after = self.resend_after
-        self._resends.add(loop, now + (resend_after if timeout > 2 * resend_after else timeout / 2), pending)
+        self._resends.add(loop, now + min(self.resend_after, timeout / 2), pending)
 
     def settle(self, pending: _Pending, result: Reply | BaseException, tcp: bool = False) -> None:
         """End a query (once): forget it, and tell its caller."""
